@@ -1,0 +1,716 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * syndbg payload: runs op-scripts against KVM's Hyper-V synthetic debugger
+ * (MSRs 0x400000F1-F5/FF, hypercalls 0x69-0x6b) and prints what it observed
+ * as JSON lines, one event per action.  The reference model in
+ * harness/reference/syndbg.py predicts the same events.
+ *
+ * Input (stdin), one script after another, line format encoded by
+ * harness/payloads/syndbg.py:
+ *
+ *   script <index>
+ *   vm vcpus=N mode=64|32 quirk_fix=0|1 user_msr=0|1
+ *   cpuid <vcpu> hv=0|1 sd=0|1|2 dm=0|1 dbg=0|1 hc=0|1    (sd: absent, eax=0, eax=2)
+ *   enforce <vcpu>
+ *   op <name> key=value ...
+ *   end
+ *
+ * Usage: syndbg            run the scripts on stdin
+ *        syndbg --probe    print the environment (vendor, capabilities)
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "kvmlib.h"
+
+#define HV_CPUID_INTERFACE          0x40000001
+#define HV_CPUID_FEATURES           0x40000003
+#define HV_CPUID_SYNDBG_PLATFORM    0x40000082
+#define HV_SIGNATURE_HV1            0x31237648   /* "Hv#1" */
+
+#define CAP_HYPERV_ENFORCE_CPUID    199
+#define CAP_DISABLE_QUIRKS2         213
+#define CAP_X86_USER_SPACE_MSR      188
+#define QUIRK_FIX_HYPERCALL_INSN    (1 << 5)
+
+#define MAX_OPS     64
+#define MAX_KV      16
+#define RUN_DEADLINE_MS 5000
+#define MAX_EXITS_PER_ACTION 8
+
+extern const u8 g64_rdmsr[], g64_wrmsr[], g64_nop[];
+extern const u8 g32_rdmsr[], g32_wrmsr[], g32_nop[];
+extern const u8 syndbg_vmcall_64[], syndbg_vmmcall_64[];
+extern const u8 syndbg_vmcall_32[], syndbg_vmmcall_32[];
+
+struct cpuid_cfg {
+	int hv, sd, dm, dbg, hc;
+};
+
+struct op {
+	char name[24];
+	int nkv;
+	char key[MAX_KV][24];
+	u64 val[MAX_KV];
+};
+
+struct script {
+	long index;
+	int nr_vcpus, mode, quirk_fix, user_msr;
+	struct cpuid_cfg cpuid[VM_MAX_VCPUS];
+	int enforce[VM_MAX_VCPUS];
+	int nops;
+	struct op ops[MAX_OPS];
+};
+
+static bool op_has(const struct op *op, const char *k)
+{
+	for (int i = 0; i < op->nkv; i++)
+		if (!strcmp(op->key[i], k))
+			return true;
+	return false;
+}
+
+static u64 op_get(const struct op *op, const char *k, u64 def)
+{
+	for (int i = 0; i < op->nkv; i++)
+		if (!strcmp(op->key[i], k))
+			return op->val[i];
+	return def;
+}
+
+/* ---- CPUID per configuration ---------------------------------------- */
+
+static struct kvm_cpuid2 *build_cpuid(const struct cpuid_cfg *cfg)
+{
+	struct kvm_cpuid2 *base = kvm_supported_cpuid(), *hv = kvm_supported_hv_cpuid();
+	struct kvm_cpuid2 *c;
+	struct kvm_cpuid_entry2 *e;
+
+	if (!base || !hv)
+		return NULL;
+	c = cpuid_dup(base);
+	/* Drop KVM's own PV leaves; the Hyper-V ones take their place. */
+	cpuid_remove_range(c, 0x40000000, 0x4fffffff);
+	for (u32 i = 0; i < hv->nent; i++)
+		c = cpuid_append(c, &hv->entries[i]);
+
+	e = cpuid_find(c, HV_CPUID_INTERFACE, 0);
+	if (e)
+		e->eax = cfg->hv ? HV_SIGNATURE_HV1 : 0;
+	e = cpuid_find(c, HV_CPUID_FEATURES, 0);
+	if (e) {
+		e->eax = cfg->hc ? e->eax | (1u << 5) : e->eax & ~(1u << 5);
+		e->ebx = cfg->dbg ? e->ebx | (1u << 11) : e->ebx & ~(1u << 11);
+		e->edx = cfg->dm ? e->edx | (1u << 11) : e->edx & ~(1u << 11);
+	}
+	if (cfg->sd == 0) {
+		cpuid_remove(c, HV_CPUID_SYNDBG_PLATFORM);
+	} else {
+		e = cpuid_find(c, HV_CPUID_SYNDBG_PLATFORM, 0);
+		if (!e) {
+			struct kvm_cpuid_entry2 n = { .function = HV_CPUID_SYNDBG_PLATFORM };
+
+			c = cpuid_append(c, &n);
+			e = cpuid_find(c, HV_CPUID_SYNDBG_PLATFORM, 0);
+		}
+		e->eax = cfg->sd == 2 ? 0x2 : 0;
+	}
+	return c;
+}
+
+/* ---- one script ------------------------------------------------------ */
+
+struct ctx {
+	const struct script *s;
+	struct vm *vm;
+	bool aborted;
+};
+
+static void ev_begin(struct json *j, const struct ctx *x, int step, const char *op)
+{
+	json_begin(j);
+	json_i64(j, "script", x->s->index);
+	json_i64(j, "step", step);
+	json_str(j, "op", op);
+}
+
+static void ev_errno(struct json *j, int ret)
+{
+	json_i64(j, "ret", ret);
+	json_i64(j, "errno", ret < 0 ? errno : 0);
+}
+
+static struct vcpu *op_vcpu(struct ctx *x, const struct op *op)
+{
+	u64 i = op_get(op, "vcpu", 0);
+
+	if (i >= (u64)x->vm->nr_vcpus)
+		die("script %ld: %s on vcpu %llu, the VM has %d", x->s->index, op->name,
+		    (unsigned long long)i, x->vm->nr_vcpus);
+	return &x->vm->vcpus[i];
+}
+
+static void put_exit_hyperv(struct json *j, struct vcpu *v, u64 stub)
+{
+	struct kvm_hyperv_exit *h = &v->run->hyperv;
+	struct kvm_regs r;
+
+	vcpu_get_regs(v, &r);
+	json_obj_open(j, NULL);
+	json_str(j, "reason", "hyperv");
+	json_u64(j, "type", h->type);
+	if (h->type == KVM_EXIT_HYPERV_SYNDBG) {
+		json_u64(j, "msr", h->u.syndbg.msr);
+		json_u64(j, "control", h->u.syndbg.control);
+		json_u64(j, "status", h->u.syndbg.status);
+		json_u64(j, "send_page", h->u.syndbg.send_page);
+		json_u64(j, "recv_page", h->u.syndbg.recv_page);
+		json_u64(j, "pending_page", h->u.syndbg.pending_page);
+	} else if (h->type == KVM_EXIT_HYPERV_HCALL) {
+		json_u64(j, "input", h->u.hcall.input);
+		json_list_open(j, "params");
+		json_u64(j, NULL, h->u.hcall.params[0]);
+		json_u64(j, NULL, h->u.hcall.params[1]);
+		json_list_close(j);
+	}
+	/* Where the guest stands at the exit, relative to the instruction. */
+	json_i64(j, "rip", (int64_t)(r.rip - stub));
+	json_obj_close(j);
+}
+
+/* Guest actions: rdmsr, wrmsr, hcall, nop. */
+static void guest_action(struct ctx *x, int step, const struct op *op)
+{
+	const struct script *s = x->s;
+	struct vcpu *v = op_vcpu(x, op);
+	int cpl = (int)op_get(op, "cpl", 0);
+	bool m64 = s->mode == MODE_LONG64;
+	struct kvm_regs r = { 0 };
+	const char *abort = NULL;
+	char why[96];
+	u64 stub, vector;
+	struct json j;
+	int n;
+
+	ev_begin(&j, x, step, op->name);
+	json_i64(&j, "vcpu", v->id);
+
+	r.rflags = 0x3002;   /* IOPL=3: the completion OUT works at CPL3 too */
+	r.rsp = cpl == 3 ? GPA_USTACK_TOP : GPA_KSTACK_TOP;
+	r.r15 = NO_VECTOR;
+	r.rbp = NO_VECTOR;
+	if (!strcmp(op->name, "rdmsr")) {
+		stub = guest_sym_gpa(m64 ? g64_rdmsr : g32_rdmsr);
+		r.rcx = op_get(op, "msr", 0);
+	} else if (!strcmp(op->name, "wrmsr")) {
+		u64 val = op_get(op, "value", 0);
+
+		stub = guest_sym_gpa(m64 ? g64_wrmsr : g32_wrmsr);
+		r.rcx = op_get(op, "msr", 0);
+		r.rax = val & 0xffffffff;
+		r.rdx = val >> 32;
+	} else if (!strcmp(op->name, "nop")) {
+		stub = guest_sym_gpa(m64 ? g64_nop : g32_nop);
+	} else { /* hcall */
+		u64 ctl = op_get(op, "control", 0), in = op_get(op, "ingpa", 0);
+		u64 out = op_get(op, "outgpa", 0);
+		bool vmmcall = op_get(op, "insn", 0) == 1;
+
+		if (m64) {
+			stub = guest_sym_gpa(vmmcall ? syndbg_vmmcall_64 : syndbg_vmcall_64);
+			r.rcx = ctl;
+			r.rdx = in;
+			r.r8 = out;
+			r.rax = op_get(op, "rax", 0);
+		} else {
+			/* 32-bit register-pair ABI: EDX:EAX, EBX:ECX, EDI:ESI */
+			stub = guest_sym_gpa(vmmcall ? syndbg_vmmcall_32 : syndbg_vmcall_32);
+			r.rax = ctl & 0xffffffff;
+			r.rdx = ctl >> 32;
+			r.rcx = in & 0xffffffff;
+			r.rbx = in >> 32;
+			r.rsi = out & 0xffffffff;
+			r.rdi = out >> 32;
+		}
+	}
+	r.rip = stub;
+
+	if (vcpu_set_mode(v, s->mode, cpl)) {
+		snprintf(why, sizeof(why), "KVM_SET_SREGS mode %d cpl %d: %s", s->mode, cpl,
+			 strerror(errno));
+		json_str(&j, "abort", why);
+		json_end_line(&j);
+		x->aborted = true;
+		return;
+	}
+	vcpu_set_regs(v, &r);
+
+	json_list_open(&j, "exits");
+	for (n = 0; !abort; n++) {
+		struct kvm_run *run = v->run;
+
+		if (n == MAX_EXITS_PER_ACTION) {
+			abort = "too many exits";
+			break;
+		}
+		if (vcpu_run(v, RUN_DEADLINE_MS)) {
+			if (errno == EINTR) {
+				snprintf(why, sizeof(why), "timeout: no exit within %d ms",
+					 RUN_DEADLINE_MS);
+			} else {
+				snprintf(why, sizeof(why), "KVM_RUN: %s", strerror(errno));
+			}
+			abort = why;
+			break;
+		}
+		if (run->exit_reason == KVM_EXIT_IO && run->io.port == UCALL_PORT_DONE)
+			break;
+		if (run->exit_reason == KVM_EXIT_IO && run->io.port == UCALL_PORT_FATAL) {
+			struct kvm_regs f;
+
+			vcpu_get_regs(v, &f);
+			snprintf(why, sizeof(why), "guest exception vector %llu",
+				 (unsigned long long)(m64 ? f.r15 : f.rbp & 0xffffffff));
+			abort = why;
+			break;
+		}
+		switch (run->exit_reason) {
+		case KVM_EXIT_HYPERV:
+			put_exit_hyperv(&j, v, stub);
+			if (run->hyperv.type == KVM_EXIT_HYPERV_SYNDBG && op_has(op, "status"))
+				run->hyperv.u.syndbg.status = op_get(op, "status", 0);
+			if (run->hyperv.type == KVM_EXIT_HYPERV_HCALL)
+				run->hyperv.u.hcall.result = op_get(op, "result", 0);
+			break;
+		case KVM_EXIT_X86_RDMSR:
+		case KVM_EXIT_X86_WRMSR:
+			json_obj_open(&j, NULL);
+			json_str(&j, "reason", run->exit_reason == KVM_EXIT_X86_RDMSR ?
+				 "x86_rdmsr" : "x86_wrmsr");
+			json_u64(&j, "msr_reason", run->msr.reason);
+			json_u64(&j, "index", run->msr.index);
+			json_u64(&j, "data", run->msr.data);
+			json_obj_close(&j);
+			run->msr.error = 1;   /* userspace refuses: KVM injects #GP */
+			break;
+		default:
+			json_obj_open(&j, NULL);
+			json_u64(&j, "reason", run->exit_reason);
+			if (run->exit_reason == KVM_EXIT_IO)
+				json_u64(&j, "port", run->io.port);
+			json_obj_close(&j);
+			snprintf(why, sizeof(why), "unexpected exit reason %u", run->exit_reason);
+			abort = why;
+			break;
+		}
+	}
+	json_list_close(&j);
+	if (abort) {
+		json_str(&j, "abort", abort);
+		json_end_line(&j);
+		x->aborted = true;
+		return;
+	}
+
+	vcpu_get_regs(v, &r);
+	vector = (m64 ? r.r15 : r.rbp) & 0xffffffff;
+	if (vector == NO_VECTOR)
+		json_null(&j, "vector");
+	else
+		json_u64(&j, "vector", vector);
+	if (!strcmp(op->name, "rdmsr")) {
+		if (vector == NO_VECTOR)
+			json_u64(&j, "value", (r.rdx & 0xffffffff) << 32 | (r.rax & 0xffffffff));
+		else
+			json_null(&j, "value");
+	} else if (!strcmp(op->name, "hcall")) {
+		const u8 *site = gpa_ptr(x->vm, stub);
+
+		json_u64(&j, "rax", r.rax);
+		json_u64(&j, "rdx", r.rdx);
+		/* The 3 bytes at the site afterwards: KVM may have rewritten them. */
+		json_u64(&j, "insn_after", (u64)site[0] << 16 | site[1] << 8 | site[2]);
+	}
+	/* RIP at the completion OUT, relative to the action's instruction. */
+	json_i64(&j, "rip_advance", (int64_t)(r.rip - stub));
+	json_end_line(&j);
+}
+
+static void host_hv_cpuid(struct ctx *x, int step, const struct op *op)
+{
+	bool on_vcpu = op_get(op, "fd", 0) == 1;
+	int nent = (int)op_get(op, "nent", 64), ret;
+	struct kvm_cpuid2 *c = cpuid_alloc(nent > 0 ? nent : 1);
+	struct json j;
+
+	c->nent = nent;
+	ret = ioctl(on_vcpu ? op_vcpu(x, op)->fd : kvm_fd(), KVM_GET_SUPPORTED_HV_CPUID, c);
+	ev_begin(&j, x, step, op->name);
+	json_str(&j, "fd", on_vcpu ? "vcpu" : "system");
+	ev_errno(&j, ret);
+	if (ret == 0) {
+		static const u32 leaves[] = { 0x40000000, 0x40000080, 0x40000081, 0x40000082 };
+		bool zero = true;
+		struct kvm_cpuid_entry2 *e;
+		char key[16];
+
+		json_u64(&j, "nent", c->nent);
+		json_list_open(&j, "functions");
+		for (u32 i = 0; i < c->nent; i++) {
+			json_u64(&j, NULL, c->entries[i].function);
+			zero &= !c->entries[i].index && !c->entries[i].flags &&
+				!c->entries[i].padding[0] && !c->entries[i].padding[1] &&
+				!c->entries[i].padding[2];
+		}
+		json_list_close(&j);
+		json_bool(&j, "index_flags_zero", zero);
+		for (u32 i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++) {
+			snprintf(key, sizeof(key), "l%08x", leaves[i]);
+			e = cpuid_find(c, leaves[i], 0);
+			if (!e) {
+				json_null(&j, key);
+				continue;
+			}
+			json_list_open(&j, key);
+			json_u64(&j, NULL, e->eax);
+			json_u64(&j, NULL, e->ebx);
+			json_u64(&j, NULL, e->ecx);
+			json_u64(&j, NULL, e->edx);
+			json_list_close(&j);
+		}
+		/* FEATURES, syndbg bits only: EBX bit 11; EDX bits 1, 10, 11. */
+		e = cpuid_find(c, HV_CPUID_FEATURES, 0);
+		if (e) {
+			json_list_open(&j, "features_syndbg");
+			json_u64(&j, NULL, e->ebx & 0x800);
+			json_u64(&j, NULL, e->edx & 0xc02);
+			json_list_close(&j);
+		} else {
+			json_null(&j, "features_syndbg");
+		}
+	}
+	json_end_line(&j);
+	free(c);
+}
+
+static void host_msr_list(struct ctx *x, int step, const struct op *op)
+{
+	struct kvm_msr_list probe = { .nmsrs = 0 }, *l;
+	struct json j;
+	int ret;
+
+	ioctl(kvm_fd(), KVM_GET_MSR_INDEX_LIST, &probe);   /* E2BIG, sets nmsrs */
+	l = calloc(1, sizeof(*l) + (probe.nmsrs + 16) * sizeof(u32));
+	if (!l)
+		die("out of memory");
+	l->nmsrs = probe.nmsrs + 16;
+	ret = ioctl(kvm_fd(), KVM_GET_MSR_INDEX_LIST, l);
+	ev_begin(&j, x, step, op->name);
+	ev_errno(&j, ret);
+	json_list_open(&j, "present");
+	if (ret == 0) {
+		for (u32 m = 0x400000f0; m <= 0x400000ff; m++)
+			for (u32 i = 0; i < l->nmsrs; i++)
+				if (l->indices[i] == m) {
+					json_u64(&j, NULL, m);
+					break;
+				}
+	}
+	json_list_close(&j);
+	json_end_line(&j);
+	free(l);
+}
+
+static void host_action(struct ctx *x, int step, const struct op *op)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m = { 0 };
+	struct json j;
+	int ret;
+
+	if (!strcmp(op->name, "set_msr") || !strcmp(op->name, "get_msr")) {
+		bool set = op->name[0] == 's';
+
+		m.hdr.nmsrs = 1;
+		m.e.index = (u32)op_get(op, "msr", 0);
+		m.e.data = op_get(op, "value", 0);
+		ret = ioctl(op_vcpu(x, op)->fd, set ? KVM_SET_MSRS : KVM_GET_MSRS, &m);
+		ev_begin(&j, x, step, op->name);
+		json_i64(&j, "vcpu", op_get(op, "vcpu", 0));
+		ev_errno(&j, ret);
+		if (!set) {
+			if (ret == 1)
+				json_u64(&j, "value", m.e.data);
+			else
+				json_null(&j, "value");
+		}
+		json_end_line(&j);
+	} else if (!strcmp(op->name, "set_cpuid")) {
+		struct cpuid_cfg cfg = {
+			.hv = (int)op_get(op, "hv", 1), .sd = (int)op_get(op, "sd", 2),
+			.dm = (int)op_get(op, "dm", 1), .dbg = (int)op_get(op, "dbg", 1),
+			.hc = (int)op_get(op, "hc", 1),
+		};
+		struct kvm_cpuid2 *c = build_cpuid(&cfg);
+
+		if (!c)
+			die("script %ld: cannot build CPUID: %s", x->s->index, strerror(errno));
+		ret = vcpu_set_cpuid(op_vcpu(x, op), c);
+		ev_begin(&j, x, step, op->name);
+		json_i64(&j, "vcpu", op_get(op, "vcpu", 0));
+		ev_errno(&j, ret);
+		json_end_line(&j);
+		free(c);
+	} else if (!strcmp(op->name, "check_ext")) {
+		ret = kvm_check_extension((long)op_get(op, "cap", 0));
+		ev_begin(&j, x, step, op->name);
+		json_i64(&j, "ret", ret);
+		json_end_line(&j);
+	} else if (!strcmp(op->name, "enable_cap")) {
+		ret = vcpu_enable_cap(op_vcpu(x, op), (u32)op_get(op, "cap", 0),
+				      op_get(op, "arg", 0));
+		ev_begin(&j, x, step, op->name);
+		json_i64(&j, "vcpu", op_get(op, "vcpu", 0));
+		ev_errno(&j, ret);
+		json_end_line(&j);
+	} else if (!strcmp(op->name, "hv_cpuid")) {
+		host_hv_cpuid(x, step, op);
+	} else if (!strcmp(op->name, "msr_list")) {
+		host_msr_list(x, step, op);
+	} else {
+		die("script %ld: unknown op '%s'", x->s->index, op->name);
+	}
+}
+
+static void setup_fail(struct ctx *x, const char *what, int err)
+{
+	struct json j;
+
+	json_begin(&j);
+	json_i64(&j, "script", x->s->index);
+	json_str(&j, "op", "setup");
+	json_bool(&j, "ok", false);
+	json_str(&j, "error", what);
+	json_i64(&j, "errno", err);
+	json_end_line(&j);
+	x->aborted = true;
+}
+
+static void run_script(const struct script *s)
+{
+	struct ctx x = { .s = s };
+	char what[96];
+	struct json j;
+
+	x.vm = vm_create();
+	if (!s->quirk_fix &&
+	    vm_enable_cap(x.vm, CAP_DISABLE_QUIRKS2, QUIRK_FIX_HYPERCALL_INSN)) {
+		setup_fail(&x, "KVM_ENABLE_CAP(KVM_CAP_DISABLE_QUIRKS2)", errno);
+		goto out;
+	}
+	if (s->user_msr &&
+	    vm_enable_cap(x.vm, CAP_X86_USER_SPACE_MSR, KVM_MSR_EXIT_REASON_INVAL)) {
+		setup_fail(&x, "KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)", errno);
+		goto out;
+	}
+	for (int i = 0; i < s->nr_vcpus; i++)
+		vm_add_vcpu(x.vm);
+	for (int i = 0; i < s->nr_vcpus; i++) {
+		struct kvm_cpuid2 *c;
+
+		if (s->enforce[i] &&
+		    vcpu_enable_cap(&x.vm->vcpus[i], CAP_HYPERV_ENFORCE_CPUID, 1)) {
+			snprintf(what, sizeof(what),
+				 "KVM_ENABLE_CAP(KVM_CAP_HYPERV_ENFORCE_CPUID) vcpu %d", i);
+			setup_fail(&x, what, errno);
+			goto out;
+		}
+		c = build_cpuid(&s->cpuid[i]);
+		if (!c) {
+			setup_fail(&x, "KVM_GET_SUPPORTED_HV_CPUID", errno);
+			goto out;
+		}
+		if (vcpu_set_cpuid(&x.vm->vcpus[i], c)) {
+			snprintf(what, sizeof(what), "KVM_SET_CPUID2 vcpu %d", i);
+			setup_fail(&x, what, errno);
+			free(c);
+			goto out;
+		}
+		free(c);
+	}
+	json_begin(&j);
+	json_i64(&j, "script", s->index);
+	json_str(&j, "op", "setup");
+	json_bool(&j, "ok", true);
+	json_end_line(&j);
+
+	for (int i = 0; i < s->nops && !x.aborted; i++) {
+		const char *n = s->ops[i].name;
+
+		if (!strcmp(n, "rdmsr") || !strcmp(n, "wrmsr") || !strcmp(n, "hcall") ||
+		    !strcmp(n, "nop"))
+			guest_action(&x, i, &s->ops[i]);
+		else
+			host_action(&x, i, &s->ops[i]);
+	}
+out:
+	vm_destroy(x.vm);
+	fflush(stdout);
+}
+
+/* ---- input ----------------------------------------------------------- */
+
+static void parse_kv(const char *line, long lineno, char *tok, struct op *op)
+{
+	char *eq = strchr(tok, '=');
+	char *end;
+
+	if (!eq || eq == tok || op->nkv == MAX_KV || (size_t)(eq - tok) >= sizeof(op->key[0]))
+		die("stdin line %ld: bad key=value '%s' in '%s'", lineno, tok, line);
+	*eq = 0;
+	strcpy(op->key[op->nkv], tok);
+	errno = 0;
+	op->val[op->nkv] = strtoull(eq + 1, &end, 0);
+	if (errno || *end || end == eq + 1)
+		die("stdin line %ld: bad number '%s'", lineno, eq + 1);
+	op->nkv++;
+}
+
+/* Parses "word k=v k=v" into op (name = word). */
+static void parse_line_kv(char *line, long lineno, struct op *op, int skip_words)
+{
+	char copy[1024], *save = NULL, *tok;
+	int w = 0;
+
+	snprintf(copy, sizeof(copy), "%s", line);
+	memset(op, 0, sizeof(*op));
+	for (tok = strtok_r(line, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save), w++) {
+		if (w < skip_words) {
+			if (w == skip_words - 1)
+				snprintf(op->name, sizeof(op->name), "%s", tok);
+			continue;
+		}
+		parse_kv(copy, lineno, tok, op);
+	}
+}
+
+static int run_stdin(void)
+{
+	static struct script s;
+	char line[1024];
+	long lineno = 0, scripts = 0;
+	bool in = false;
+
+	while (fgets(line, sizeof(line), stdin)) {
+		struct op tmp;
+		char *p = line;
+		long v;
+
+		lineno++;
+		if (!strchr(line, '\n') && !feof(stdin))
+			die("stdin line %ld: longer than %zu bytes", lineno, sizeof(line) - 2);
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '\n' || *p == '#' || *p == 0)
+			continue;
+		if (!strncmp(p, "script ", 7)) {
+			if (in)
+				die("stdin line %ld: 'script' before 'end'", lineno);
+			memset(&s, 0, sizeof(s));
+			s.index = strtol(p + 7, NULL, 0);
+			s.nr_vcpus = 1;
+			s.mode = MODE_LONG64;
+			s.quirk_fix = 1;
+			for (int i = 0; i < VM_MAX_VCPUS; i++)
+				s.cpuid[i] = (struct cpuid_cfg){ 1, 2, 1, 1, 1 };
+			in = true;
+		} else if (!in) {
+			die("stdin line %ld: expected 'script N'", lineno);
+		} else if (!strncmp(p, "vm", 2) && (p[2] == ' ' || p[2] == '\n')) {
+			parse_line_kv(p, lineno, &tmp, 1);
+			s.nr_vcpus = (int)op_get(&tmp, "vcpus", 1);
+			s.mode = (int)op_get(&tmp, "mode", 64);
+			s.quirk_fix = (int)op_get(&tmp, "quirk_fix", 1);
+			s.user_msr = (int)op_get(&tmp, "user_msr", 0);
+			if (s.nr_vcpus < 1 || s.nr_vcpus > VM_MAX_VCPUS ||
+			    (s.mode != MODE_LONG64 && s.mode != MODE_PROT32))
+				die("stdin line %ld: bad vm line", lineno);
+		} else if (!strncmp(p, "cpuid ", 6)) {
+			char *end;
+
+			v = strtol(p + 6, &end, 0);
+			if (v < 0 || v >= VM_MAX_VCPUS)
+				die("stdin line %ld: bad vcpu", lineno);
+			parse_line_kv(end, lineno, &tmp, 0);
+			s.cpuid[v] = (struct cpuid_cfg){
+				(int)op_get(&tmp, "hv", 1), (int)op_get(&tmp, "sd", 2),
+				(int)op_get(&tmp, "dm", 1), (int)op_get(&tmp, "dbg", 1),
+				(int)op_get(&tmp, "hc", 1),
+			};
+		} else if (!strncmp(p, "enforce ", 8)) {
+			v = strtol(p + 8, NULL, 0);
+			if (v < 0 || v >= VM_MAX_VCPUS)
+				die("stdin line %ld: bad vcpu", lineno);
+			s.enforce[v] = 1;
+		} else if (!strncmp(p, "op ", 3)) {
+			if (s.nops == MAX_OPS)
+				die("stdin line %ld: more than %d ops", lineno, MAX_OPS);
+			parse_line_kv(p, lineno, &s.ops[s.nops], 2);
+			s.nops++;
+		} else if (!strncmp(p, "end", 3)) {
+			run_script(&s);
+			scripts++;
+			in = false;
+		} else {
+			die("stdin line %ld: cannot parse '%.40s'", lineno, p);
+		}
+	}
+	if (in)
+		die("stdin: script %ld has no 'end'", s.index);
+	fprintf(stderr, "syndbg: %ld scripts\n", scripts);
+	return 0;
+}
+
+static int probe(void)
+{
+	struct kvm_cpuid2 *hv = kvm_supported_hv_cpuid();
+	int hv_errno = hv ? 0 : errno;
+	struct json j;
+
+	json_begin(&j);
+	json_str(&j, "probe", "syndbg");
+	json_str(&j, "vendor", kvm_cpu_vendor());
+	json_obj_open(&j, "caps");
+	json_i64(&j, "hyperv", kvm_check_extension(KVM_CAP_HYPERV));
+	json_i64(&j, "hyperv_cpuid", kvm_check_extension(KVM_CAP_HYPERV_CPUID));
+	json_i64(&j, "sys_hyperv_cpuid", kvm_check_extension(KVM_CAP_SYS_HYPERV_CPUID));
+	json_i64(&j, "hyperv_enforce_cpuid", kvm_check_extension(CAP_HYPERV_ENFORCE_CPUID));
+	json_i64(&j, "disable_quirks2", kvm_check_extension(CAP_DISABLE_QUIRKS2));
+	json_i64(&j, "x86_user_space_msr", kvm_check_extension(CAP_X86_USER_SPACE_MSR));
+	json_obj_close(&j);
+	if (hv)
+		json_u64(&j, "hv_cpuid_nent", hv->nent);
+	else
+		json_null(&j, "hv_cpuid_nent");
+	json_i64(&j, "hv_cpuid_errno", hv_errno);
+	json_end_line(&j);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+	if (argc == 2 && !strcmp(argv[1], "--probe"))
+		return probe();
+	if (argc != 1)
+		die("usage: %s [--probe] < scripts", argv[0]);
+	return run_stdin();
+}
