@@ -1,0 +1,30 @@
+# The two user-facing targets: `make run` and `make test`. Both install what
+# they need (Debian packages, a venv, the package) and are fast when it is
+# already there.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+KVMCONF := $(VENV)/bin/kvmconf
+STAMP := $(VENV)/.installed
+# Debian packages the harness needs on the host.
+DEBS := qemu-system-x86 qemu-utils busybox-static cpio dropbear-bin openssh-sftp-server kmod gcc libc6-dev \
+        python3-venv python3-dev xz-utils bc bison flex libelf-dev libssl-dev make ccache
+
+.PHONY: run test deps venv
+
+run: venv
+	$(KVMCONF) run $(RUN_ARGS)
+
+test: venv
+	$(PY) -m pytest $(TEST_ARGS)
+
+deps:
+	@bash ci/install-deps.sh $(DEBS)
+
+venv: deps $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(STAMP)

@@ -1,0 +1,2 @@
+"""kvmconf: conformance harness for Linux virtualization features."""
+__version__ = "0.1.0"

@@ -1,0 +1,351 @@
+"""kvmconf: one command per intent (run, probe, bench, ...).
+
+Exit codes: 0 all is well, 1 the kernel side is wrong, 2 the harness broke or
+the usage is bad; the reason is one line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import harness
+from harness.errors import HarnessError, UsageError
+from harness.machine.profiles import FEATURES, profile_for
+
+REPO = Path(__file__).resolve().parents[1]
+TESTCASES = REPO / "testcases"
+SUITES = ("smoke",) + FEATURES
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+# -- argument helpers --------------------------------------------------------
+def _features(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in FEATURES:
+            raise UsageError(f"--features {text}: unknown feature {name!r} "
+                             f"(known: {', '.join(FEATURES)})")
+    return names
+
+
+def _profiles(items: list[str]) -> dict[str, str]:
+    profiles = {}
+    for item in items:
+        feature, sep, name = item.partition("=")
+        if not sep or feature not in FEATURES or not name:
+            raise UsageError(f"--profile {item}: expected FEATURE=NAME with FEATURE one of "
+                             f"{', '.join(FEATURES)}")
+        try:
+            model = __import__(f"harness.reference.{feature}", fromlist=["PROFILES"])
+            known = model.PROFILES
+        except ImportError:
+            known = ()
+        if known and name not in known:
+            raise UsageError(f"--profile {item}: unknown profile {name!r} for {feature} "
+                             f"(known: {', '.join(known)})")
+        profiles[feature] = name
+    return profiles
+
+
+def _output_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--output {path}: not writable ({e.strerror})") from None
+    return path
+
+
+def _git_describe() -> str:
+    with contextlib.suppress(Exception):
+        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    return "unknown"
+
+
+def resolve_kernel(args):
+    """The kernel under test from --kernel/--modules, else Debian's packaged kernel."""
+    from harness.kernel import bzimage, debian
+    if args.modules and not args.kernel:
+        raise UsageError("--modules needs --kernel")
+    if args.kernel:
+        return bzimage.from_path(Path(args.kernel), Path(args.modules) if args.modules else None)
+    err.print("kernel: Debian's packaged kernel (fetching into the cache if needed)")
+    return debian.fetch()
+
+
+# -- run ---------------------------------------------------------------------
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", help="bzImage of the kernel under test (default: Debian's package)")
+    p.add_argument("--modules", help="its modules: lib/modules/<version> or a root containing it")
+    p.add_argument("--features", help=f"comma list of {', '.join(FEATURES)} (default: all)")
+    p.add_argument("--suite", action="append", default=[], help=f"one of {', '.join(SUITES)}; repeatable")
+    p.add_argument("--case", action="append", default=[], help="case id or glob; repeatable")
+    p.add_argument("--profile", action="append", default=[], help="model profile FEATURE=NAME")
+    p.add_argument("--output", help="run folder (default: results/<run-id>)")
+    p.add_argument("--seed", type=int, help="seed of the random op-scripts (default: random)")
+    p.add_argument("--label", default="", help="free text recorded in run.json")
+    p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
+    p.add_argument("--boot-timeout", type=float, default=120.0, help="seconds (default 120)")
+    p.add_argument("--history", help="SQLite history (default: results/history.sqlite)")
+
+
+def _reproduce(args, features: list[str]) -> str:
+    words = ["kvmconf", "run"]
+    if args.kernel:
+        words += ["--kernel", args.kernel]
+        if args.modules:
+            words += ["--modules", args.modules]
+    for item in args.profile:
+        words += ["--profile", item]
+    if args.accel != "auto":
+        words += ["--accel", args.accel]
+    return shlex.join(words)
+
+
+def cmd_run(args) -> int:
+    import pytest
+
+    from harness.probe import choose_accel, host_capabilities, qemu_version
+    from harness.results import history
+    from harness.results.plugin import KvmconfPlugin
+    from harness.results.record import RunRecord
+    from harness.session import RunContext, RunOptions
+    from harness.machine import qemu_binary
+
+    started = time.monotonic()
+    features = _features(args.features) if args.features else list(FEATURES)
+    for suite in args.suite:
+        if suite not in SUITES:
+            raise UsageError(f"--suite {suite}: unknown suite (known: {', '.join(SUITES)})")
+    suites = args.suite or (["smoke"] + features)
+    profiles = _profiles(args.profile)
+    run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+    output = _output_dir(Path(args.output) if args.output else REPO / "results" / run_id)
+    kernel = resolve_kernel(args)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
+    wanted = {s for s in suites if s in FEATURES} or set(features)
+    if args.case:
+        wanted |= {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in FEATURES}
+    machine_profile = profile_for(wanted | ({"smoke"} if "smoke" in suites else set()))
+    accel, accel_reason = choose_accel(args.accel, machine_profile.nested)
+    payload_names = ["probe"] + [f for f in FEATURES if (REPO / "guests" / f).is_dir() and f in wanted]
+
+    record = RunRecord(output / "run.json", run_id, args.label,
+                       {"version": harness.__version__, "git": _git_describe()},
+                       {f: profiles.get(f) or _default_profile(f) for f in features})
+    record.data["kernel"] = kernel.record()
+    try:
+        qemu = qemu_version(qemu_binary())
+    except HarnessError as e:
+        qemu = f"missing: {e}"
+    host = host_capabilities()
+    record.data["platform"] = {"host_cpu": host["cpu_model"], "accel": accel,
+                               "accel_reason": accel_reason, "qemu": qemu,
+                               "machine_profile": machine_profile.name,
+                               "capabilities": {"host": host, "guest": None}}
+    record.data["seed"] = seed
+    record.write()
+
+    options = RunOptions(output=output, features=features, suites=suites, cases=args.case,
+                         profiles=profiles, seed=seed, label=args.label, accel=accel,
+                         accel_reason=accel_reason, machine_profile=machine_profile,
+                         boot_timeout=args.boot_timeout, reproduce=_reproduce(args, features) +
+                         f" --seed {seed}", payload_names=payload_names)
+    ctx = RunContext(options, kernel, record)
+    plugin = KvmconfPlugin(ctx, record, suites, args.case,
+                           progress=lambda text: err.print(f"[dim]{text}[/dim]"))
+    err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), machine "
+              f"{machine_profile.name}, accel {accel} ({accel_reason}), seed {seed}")
+    pytest_args = [str(TESTCASES), "-p", "no:cacheprovider", "-q", "--no-header", "-rN",
+                   "--tb=short", f"--junitxml={output / 'junit.xml'}",
+                   "-o", "junit_family=xunit2", "--rootdir", str(REPO)]
+    with open(output / "pytest.log", "w") as log, contextlib.redirect_stdout(log):
+        try:
+            code = pytest.main(pytest_args, plugins=[plugin])
+        finally:
+            ctx.close()
+    record.data["timing"]["total_s"] = round(time.monotonic() - started, 3)
+    record.write()
+    history.append(Path(args.history) if args.history else REPO / "results" / "history.sqlite",
+                   record.data, record.path)
+    print_summary(record.data)
+    if code not in (0, 1) and not record.data["cases"]:
+        raise HarnessError(f"pytest exited {code} without running a case: see {output / 'pytest.log'}")
+    exit_code = record.exit_code()
+    if exit_code:
+        worst = next(c for c in record.data["cases"]
+                     if c["status"] == ("FAIL" if exit_code == 1 else "ERROR")
+                     or (exit_code == 2 and c["status"] == "MISS"))
+        err.print(f"kvmconf: {worst['status']} {worst['id']}: {worst['reason']}", markup=False)
+    err.print(f"run record: {record.path}")
+    return exit_code
+
+
+def _default_profile(feature: str) -> str | None:
+    try:
+        return __import__(f"harness.reference.{feature}", fromlist=["PROFILES"]).PROFILES[0]
+    except ImportError:
+        return None
+
+
+def print_summary(data: dict) -> None:
+    colour = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "SKIP": "yellow", "MISS": "blue"}
+    table = Table(title=f"kvmconf run {data['run_id']}", show_lines=False)
+    for column in ("case", "status", "s", "reason"):
+        table.add_column(column, overflow="fold")
+    for case in data["cases"]:
+        table.add_row(case["id"], f"[{colour[case['status']]}]{case['status']}[/]",
+                      f"{case['duration_s']:.1f}", case["reason"][:160])
+    out.print(table)
+    summary = data["summary"]
+    out.print(" ".join(f"{k}={v}" for k, v in summary.items()) +
+              f"  boot_to_ready_s={data['timing']['boot_to_ready_s']} total_s={data['timing']['total_s']}")
+
+
+# -- probe / bench --------------------------------------------------------------
+def _boot_once(args, kernel, profile_name: str, logdir: Path):
+    from harness.guest import Guest
+    from harness.guestimage import build_base, with_keys
+    from harness.machine import Machine
+    from harness.machine.profiles import PROFILES
+    from harness.payloads import build as payload_build
+    from harness.probe import choose_accel
+    from harness.remote.keys import generate
+    import tempfile
+
+    profile = PROFILES[profile_name]
+    accel, reason = choose_accel(args.accel, profile.nested)
+    workdir = Path(tempfile.mkdtemp(prefix="kvmconf-"))
+    image = build_base(kernel, {"probe": payload_build.build("probe").path}, profile.module_groups)
+    keys = generate(workdir)
+    initrd = with_keys(image, keys.client_public, keys.host_key_file, workdir / "initrd.cpio")
+    machine = Machine(profile.name, profile, kernel.bzimage, initrd, workdir, logdir, accel=accel)
+    return Guest.boot(machine, keys, {}, args.boot_timeout), accel, reason, workdir
+
+
+def cmd_probe(args) -> int:
+    import shutil
+    import tempfile
+
+    from harness.machine import qemu_binary
+    from harness.probe import host_capabilities, qemu_version
+    kernel = resolve_kernel(args)
+    logdir = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="kvmconf-probe-"))
+    _output_dir(logdir)
+    guest, accel, reason, workdir = _boot_once(args, kernel, args.machine, logdir)
+    try:
+        facts = {"host": host_capabilities(), "accel": accel, "accel_reason": reason,
+                 "qemu": qemu_version(qemu_binary()), "kernel": kernel.record(),
+                 "guest": guest.capabilities, "boot_to_ready_s": round(guest.boot_to_ready_s, 3)}
+    finally:
+        guest.poweroff()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(facts, indent=1))
+        return 0
+    table = Table(title="kvmconf probe")
+    table.add_column("capability")
+    table.add_column("value", overflow="fold")
+    g = guest.capabilities
+    kvm = g.get("kvm", {})
+    rows = [
+        ("host cpu", f"{facts['host']['cpu_vendor']} {facts['host']['cpu_model']}"),
+        ("host kvm", str(facts["host"]["kvm"])),
+        ("accel", f"{accel} ({reason})"), ("qemu", facts["qemu"]),
+        ("guest kernel", g.get("uname_r", "?")),
+        ("guest cpu", f"{g.get('cpu_vendor')} svm={'svm' in g.get('cpu_flags', [])} "
+                      f"vmx={'vmx' in g.get('cpu_flags', [])}"),
+        ("nested", " ".join(f"{k}={v}" for k, v in g.items() if k.startswith(("kvm_amd.", "kvm_intel.")))),
+        ("/dev/kvm", f"present={kvm.get('present')} api={kvm.get('api_version')} caps={kvm.get('caps')}"),
+        ("hyper-v cpuid", "errno " + str(kvm["hv_cpuid"]["errno"]) if isinstance(kvm.get("hv_cpuid"), dict)
+         else f"{len(kvm.get('hv_cpuid') or [])} leaves"),
+        ("iommu groups", g.get("iommu_groups", "?")),
+        ("vfio devices", " ".join(f"{d['address']}({d['id']},{d['driver']},group {d['iommu_group']})"
+                                  for d in g.get("pci", []) if d["driver"] == "vfio-pci") or "none"),
+        ("perf capabilities", str(g.get("perf_capabilities"))),
+        ("pt", str("intel_pt" in g.get("cpu_flags", []))),
+        ("sev", f"cpuid 0x8000001f eax={g.get('cpuid_8000001f_eax')} sev_status={g.get('sev_status')}"),
+        ("boot to ssh", f"{facts['boot_to_ready_s']} s"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    out.print_json(json.dumps(facts))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import shutil
+    import tempfile
+    kernel = resolve_kernel(args)
+    times = []
+    for i in range(args.boots):
+        logdir = Path(tempfile.mkdtemp(prefix="kvmconf-bench-"))
+        guest, accel, _, workdir = _boot_once(args, kernel, args.machine, logdir)
+        times.append(guest.boot_to_ready_s)
+        guest.poweroff()
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(logdir, ignore_errors=True)
+        err.print(f"boot {i + 1}/{args.boots}: {guest.boot_to_ready_s:.2f} s")
+    result = {"kernel": kernel.version, "machine": args.machine, "accel": accel,
+              "boot_to_ready_s": [round(t, 3) for t in times],
+              "median_s": round(statistics.median(times), 3)}
+    print(json.dumps(result))
+    return 0
+
+
+# -- main --------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kvmconf", description=__doc__.splitlines()[0])
+    sub = top.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the conformance suite on a kernel")
+    add_run_options(run)
+    run.set_defaults(func=cmd_run)
+    for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
+                                 ("bench", cmd_bench, "measure boot-to-SSH-ready time")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--kernel")
+        p.add_argument("--modules")
+        p.add_argument("--machine", choices=("nested", "vfio", "all"), default="all")
+        p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
+        p.add_argument("--boot-timeout", type=float, default=120.0)
+        p.set_defaults(func=func)
+        if name == "probe":
+            p.add_argument("--json", action="store_true", help="JSON only")
+            p.add_argument("--output", help="folder for the serial and QMP logs")
+        else:
+            p.add_argument("--boots", type=int, default=5)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as e:
+        err.print(f"kvmconf: {str(e).splitlines()[0]}", markup=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("kvmconf: interrupted")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""A booted guest: its machine, its SSH connection, its capabilities."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+from harness.errors import DeadlineExceeded, HarnessError
+from harness.guestimage import PAYLOAD_DIR
+from harness.machine import READY_MARK, Machine
+from harness.probe import guest_capabilities
+from harness.remote import Remote, Result
+from harness.remote.keys import RunKeys
+
+
+class Guest:
+    def __init__(self, machine: Machine, remote: Remote, payload_errors: dict[str, str]):
+        self.machine, self.remote = machine, remote
+        self.payload_errors = payload_errors
+        self.capabilities: dict = {}
+        self.boot_to_ready_s = 0.0
+        self.baseline_taint = 0
+
+    @classmethod
+    def boot(cls, machine: Machine, keys: RunKeys, payload_errors: dict[str, str],
+             timeout: float) -> "Guest":
+        """Launch, wait for the init's ready line, then SSH; all within `timeout` s."""
+        start = time.monotonic()
+        deadline = start + timeout
+        machine.launch()
+        remote = Remote(machine.ssh_port, keys.client, keys.host_public)
+        guest = cls(machine, remote, payload_errors)
+        try:
+            machine.wait_console(READY_MARK, timeout=max(1.0, deadline - time.monotonic()))
+            try:
+                remote.wait_ready(deadline, alive=lambda: machine.running)
+            except DeadlineExceeded as e:
+                raise DeadlineExceeded(f"{e}\n{machine.hang_evidence()}") from None
+        except HarnessError:
+            machine.kill()
+            raise
+        guest.boot_to_ready_s = time.monotonic() - start
+        guest.capabilities = guest_capabilities(guest.run)
+        guest.baseline_taint = int(guest.capabilities.get("tainted", "0") or 0)
+        return guest
+
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60.0) -> Result:
+        if not self.machine.running:
+            raise HarnessError(f"{self.machine.name}: the guest is not running "
+                               f"({self.machine.exit_description()})")
+        return self.remote.run(argv, stdin=stdin, timeout=timeout)
+
+    def payload(self, feature: str) -> str:
+        if feature in self.payload_errors:
+            raise HarnessError(self.payload_errors[feature])
+        return f"{PAYLOAD_DIR}/{feature}"
+
+    def kernel_problems(self) -> list[str]:
+        """Kernel report lines and new taint bits since the last call (empty when healthy)."""
+        problems = self.machine.new_kernel_reports()
+        if self.machine.running and self.remote.connected:
+            with contextlib.suppress(HarnessError):
+                taint = int(self.run(["cat", "/proc/sys/kernel/tainted"], timeout=10).text.strip() or 0)
+                gained = taint & ~self.baseline_taint
+                if gained:
+                    problems.append(f"kernel gained taint bits {gained:#x} (tainted={taint:#x})")
+                    self.baseline_taint = taint
+        return problems
+
+    def poweroff(self, timeout: float = 15.0) -> str:
+        """Clean poweroff from inside the guest; falls back to QMP, then kill."""
+        if self.machine.running and self.remote.connected:
+            with contextlib.suppress(HarnessError):
+                self.remote.run(["sh", "-c", "sync; (sleep 0.2; poweroff -f) >/dev/null 2>&1 &"],
+                                timeout=10)
+            self.remote.close()
+            if self.machine.wait_exit(timeout):
+                self.machine.kill()  # closes QMP
+                return "guest poweroff"
+        self.remote.close()
+        return self.machine.shutdown(timeout=3.0)

@@ -1,0 +1,39 @@
+#!/bin/sh
+# /init of the kvmconf guest image: mount, load modules, bind VFIO devices,
+# bring up the network and the SSH server, then idle. Every line it prints
+# starts with "kvmconf:" so the harness can follow the boot on the serial log.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /tmp /run /var/log
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+echo "kvmconf: init"
+
+has_flag() { grep -m1 '^flags' /proc/cpuinfo | grep -qw "$1"; }
+
+# /etc/kvmconf/modules: "group:alternative name path" in load order.
+while read -r spec name path; do
+  case "$spec" in
+    kvm:kvm-amd) has_flag svm || continue ;;
+    kvm:kvm-intel) has_flag vmx || continue ;;
+  esac
+  grep -q "^$name " /proc/modules && continue
+  insmod "$path" || echo "kvmconf: insmod $name failed"
+done < /etc/kvmconf/modules
+
+# The edu devices (1234:11e8) go to vfio-pci.
+if [ -d /sys/bus/pci/drivers/vfio-pci ]; then
+  for dev in /sys/bus/pci/devices/*; do
+    [ "$(cat "$dev/vendor")" = 0x1234 ] && [ "$(cat "$dev/device")" = 0x11e8 ] || continue
+    echo vfio-pci > "$dev/driver_override"
+    echo "${dev##*/}" > /sys/bus/pci/drivers_probe
+  done
+fi
+
+ip link set lo up
+ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
+dropbear -r /etc/dropbear/host_key -s -g -p 22 -P /run/dropbear.pid
+echo "kvmconf: ready"
+while :; do sleep 3600; done

@@ -1,0 +1,109 @@
+"""Kernel modules for the guest: find them, resolve `depends=`, order them.
+
+The Debian package ships no modules.dep (depmod runs at install time), so the
+dependencies come from each module's `.modinfo` section, read with pyelftools.
+"""
+from __future__ import annotations
+
+import io
+import lzma
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from harness.errors import HarnessError
+
+# What each machine capability needs, in the order the guest tries them.
+# Alternatives are separated by "|": the guest loads the one its CPU supports
+# (kvm-amd needs the svm flag, kvm-intel vmx).
+GROUPS: dict[str, list[str]] = {
+    "net": ["virtio_pci", "virtio_net"],
+    "kvm": ["kvm-amd|kvm-intel"],
+    "vfio": ["vfio-pci", "vfio_iommu_type1"],
+    "msr": ["msr"],
+}
+
+
+def canonical(name: str) -> str:
+    return name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str        # canonical name (underscores)
+    path: Path
+    depends: tuple[str, ...]
+
+
+def _modinfo(path: Path) -> dict[str, str]:
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        data = lzma.decompress(data)
+    elf = ELFFile(io.BytesIO(data))
+    section = elf.get_section_by_name(".modinfo")
+    if section is None:
+        raise HarnessError(f"{path}: no .modinfo section: not a kernel module")
+    info: dict[str, str] = {}
+    for entry in section.data().split(b"\0"):
+        key, sep, value = entry.decode("utf-8", "replace").partition("=")
+        if sep and key not in info:
+            info[key] = value
+    return info
+
+
+class ModuleIndex:
+    """All modules under lib/modules/<version>/kernel, by canonical name."""
+
+    def __init__(self, modules_dir: Path | None):
+        self.paths: dict[str, Path] = {}
+        if modules_dir is not None:
+            for path in (modules_dir / "kernel").rglob("*.ko*"):
+                self.paths[canonical(path.name.split(".ko")[0])] = path
+        self._cache: dict[str, Module] = {}
+
+    def get(self, name: str) -> Module | None:
+        name = canonical(name)
+        if name not in self.paths:
+            return None
+        if name not in self._cache:
+            depends = _modinfo(self.paths[name]).get("depends", "")
+            self._cache[name] = Module(name, self.paths[name],
+                                       tuple(canonical(d) for d in depends.split(",") if d))
+        return self._cache[name]
+
+    def load_order(self, name: str) -> list[Module]:
+        """`name` with its dependencies, dependencies first; [] when not a module."""
+        order: list[Module] = []
+        visiting: set[str] = set()
+
+        def visit(n: str) -> None:
+            module = self.get(n)
+            if module is None or module in order:
+                return
+            if n in visiting:
+                raise HarnessError(f"module dependency cycle through {n}")
+            visiting.add(n)
+            for dep in module.depends:
+                if self.get(dep) is None:
+                    raise HarnessError(f"module {n} depends on {dep}, which is not in the package")
+                visit(dep)
+            order.append(module)
+
+        visit(canonical(name))
+        return order
+
+
+def plan(index: ModuleIndex, groups: list[str]) -> list[tuple[str, list[Module]]]:
+    """For each wanted group, (spec, modules in load order) per alternative.
+
+    Returns lines like ("kvm-amd|kvm-intel", [...]) so the guest's init can
+    pick the alternative; an absent module means "built in or not there",
+    which the probe then tells apart by the device node.
+    """
+    lines: list[tuple[str, list[Module]]] = []
+    for group in groups:
+        for spec in GROUPS[group]:
+            for alternative in spec.split("|"):
+                lines.append((f"{group}:{alternative}", index.load_order(alternative)))
+    return lines

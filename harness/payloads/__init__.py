@@ -1,0 +1,1 @@
+"""Guest payloads: build them from guests/ and check them with pyelftools."""

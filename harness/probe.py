@@ -1,0 +1,129 @@
+"""Capabilities of the host and of the kernel under test; every SKIP reason comes from here."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+# Shell side of the guest probe: facts a file read answers. Printed as
+# "key=value" lines; the C probe payload adds the ioctl and MSR facts.
+GUEST_SHELL_PROBE = r"""
+echo "uname_r=$(uname -r)"
+echo "cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)"
+for p in nested npt sev sev_es; do
+  for m in kvm_amd kvm_intel; do
+    f=/sys/module/$m/parameters/$p; [ -r $f ] && echo "$m.$p=$(cat $f)"
+  done
+done
+echo "dev_kvm=$([ -c /dev/kvm ] && echo yes || echo no)"
+echo "dev_vfio=$(ls /dev/vfio 2>/dev/null | tr '\n' ' ')"
+echo "iommu_groups=$(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
+for d in /sys/bus/pci/devices/*; do
+  drv=$(basename "$(readlink $d/driver 2>/dev/null)" 2>/dev/null)
+  grp=$(basename "$(readlink $d/iommu_group 2>/dev/null)" 2>/dev/null)
+  echo "pci=${d##*/} $(cat $d/vendor):$(cat $d/device) driver=${drv:-none} group=${grp:-none}"
+done
+echo "tainted=$(cat /proc/sys/kernel/tainted)"
+"""
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # first processor only
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def host_nested() -> dict[str, str | None]:
+    return {"kvm_amd.nested": _read("/sys/module/kvm_amd/parameters/nested"),
+            "kvm_intel.nested": _read("/sys/module/kvm_intel/parameters/nested")}
+
+
+def host_kvm_usable() -> tuple[bool, str]:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return False, f"/dev/kvm: {e.strerror}"
+    os.close(fd)
+    return True, "/dev/kvm opens read-write"
+
+
+def choose_accel(requested: str, needs_nested: bool) -> tuple[str, str]:
+    """accel `auto`: KVM only when the host can give the guest what it needs."""
+    if requested in ("tcg", "kvm"):
+        return requested, f"--accel {requested}"
+    usable, why = host_kvm_usable()
+    if not usable:
+        return "tcg", f"host KVM not usable ({why})"
+    if needs_nested:
+        nested = {k: v for k, v in host_nested().items() if v in ("1", "Y", "y")}
+        if not nested:
+            return "tcg", "host KVM cannot nest (kvm_amd/kvm_intel nested parameter not set)"
+        return "kvm", f"host KVM with nesting ({', '.join(nested)})"
+    return "kvm", why
+
+
+def qemu_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (FileNotFoundError, subprocess.TimeoutExpired) as e:
+        raise HarnessError(f"{binary} --version: {e}") from None
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+def host_capabilities() -> dict:
+    cpu = _cpuinfo()
+    usable, why = host_kvm_usable()
+    return {"cpu_vendor": cpu.get("vendor_id", platform.machine()),
+            "cpu_model": cpu.get("model name", "unknown"),
+            "cpu_flags": cpu.get("flags", "").split(),
+            "kvm": {"usable": usable, "detail": why, **host_nested()}}
+
+
+def parse_shell_probe(text: str) -> dict:
+    facts: dict = {"pci": []}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "pci":
+            addr, ident, driver, group = (value.split() + ["", "", "", ""])[:4]
+            facts["pci"].append({"address": addr, "id": ident.replace("0x", ""),
+                                 "driver": driver.removeprefix("driver="),
+                                 "iommu_group": group.removeprefix("group=")})
+        elif key == "cpu_flags":
+            facts[key] = value.split()
+        else:
+            facts[key] = value.strip()
+    return facts
+
+
+def guest_capabilities(run) -> dict:
+    """Probe the booted guest. `run(argv, timeout=)` is Remote.run."""
+    shell = run(["sh", "-c", GUEST_SHELL_PROBE], timeout=30)
+    facts = parse_shell_probe(shell.text)
+    probe = run(["/opt/kvmconf/bin/probe"], timeout=30)
+    if probe.rc != 0:
+        raise HarnessError(f"guest probe exited {probe.rc}: {probe.stderr[-200:]!r}")
+    try:
+        facts.update(json.loads(probe.text))
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"guest probe printed invalid JSON: {e}") from None
+    return facts

@@ -1,0 +1,143 @@
+"""SSH to the guest with paramiko: a deadline on every call, bounded output."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from harness.errors import DeadlineExceeded, HarnessError
+
+MAX_OUTPUT = 64 << 20   # bytes kept per stream; guest output is untrusted
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+    def __init__(self, expected: paramiko.PKey):
+        self.expected = expected
+
+    def missing_host_key(self, client, hostname, key):
+        if key.get_base64() != self.expected.get_base64():
+            raise HarnessError(f"ssh {hostname}: host key differs from the one this run put in the guest")
+
+
+class Remote:
+    """One SSH connection to a guest on 127.0.0.1:port."""
+
+    def __init__(self, port: int, client_key: paramiko.PKey, host_key: paramiko.PKey,
+                 host: str = "127.0.0.1"):
+        self.host, self.port = host, port
+        self._key, self._host_key = client_key, host_key
+        self._client: paramiko.SSHClient | None = None
+
+    def connect(self, timeout: float = 10.0) -> None:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(_PinnedHostKey(self._host_key))
+        try:
+            client.connect(self.host, self.port, username="root", pkey=self._key,
+                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                           allow_agent=False, look_for_keys=False)
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            client.close()
+            raise HarnessError(f"ssh root@{self.host}:{self.port}: {e or type(e).__name__}") from None
+        transport = client.get_transport()
+        transport.set_keepalive(5)
+        self._client = client
+
+    def wait_ready(self, deadline: float, alive=lambda: True) -> None:
+        """Connect, retrying until `deadline` (time.monotonic) while `alive()`."""
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            if not alive():
+                raise HarnessError(f"guest stopped before SSH came up ({last})")
+            try:
+                self.connect(timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+                return
+            except HarnessError as e:
+                last = str(e)
+                time.sleep(0.2)
+        raise DeadlineExceeded(f"SSH on 127.0.0.1:{self.port} not ready by the deadline ({last})")
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._client and self._client.get_transport()
+                    and self._client.get_transport().is_active())
+
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60.0) -> Result:
+        """Run argv (each word quoted for the remote shell), wait at most `timeout` s."""
+        if not self.connected:
+            raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
+        command = " ".join(_quote(a) for a in argv)
+        deadline = time.monotonic() + timeout
+        try:
+            channel = self._client.get_transport().open_session(timeout=timeout)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            pending = memoryview(stdin)
+            if not pending:
+                channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                drained = True
+                # Feed stdin in pieces between reads, so a guest that writes
+                # before it has read everything cannot deadlock us.
+                if pending and channel.send_ready():
+                    pending = pending[channel.send(pending[:1 << 15]):]
+                    if not pending:
+                        channel.shutdown_write()
+                    drained = False
+                if channel.recv_ready():
+                    _append(out, channel.recv(1 << 16))
+                    drained = False
+                if channel.recv_stderr_ready():
+                    _append(err, channel.recv_stderr(1 << 16))
+                    drained = False
+                if drained and channel.exit_status_ready():
+                    break
+                if time.monotonic() > deadline:
+                    channel.close()
+                    raise DeadlineExceeded(f"guest command {command!r}: no exit within {timeout:.0f} s "
+                                           f"(stdout tail: {bytes(out[-200:])!r})")
+                if drained:
+                    time.sleep(0.005)
+            rc = channel.recv_exit_status()
+            channel.close()
+            return Result(rc, bytes(out), bytes(err))
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HarnessError(f"ssh 127.0.0.1:{self.port}: {command!r}: {e or type(e).__name__}") from None
+
+    def upload(self, local: str, remote: str, timeout: float = 60.0) -> None:
+        if not self.connected:
+            raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
+        try:
+            sftp = self._client.open_sftp()
+            sftp.get_channel().settimeout(timeout)
+            sftp.put(local, remote)
+            sftp.close()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HarnessError(f"sftp upload {local} -> {remote}: {e or type(e).__name__}") from None
+
+    def close(self) -> None:
+        if self._client:
+            self._client.close()
+            self._client = None
+
+
+def _append(buf: bytearray, chunk: bytes) -> None:
+    if len(buf) < MAX_OUTPUT:
+        buf += chunk[:MAX_OUTPUT - len(buf)]
+
+
+def _quote(word: str) -> str:
+    """POSIX single-quote a word for the remote shell: no shell string from unquoted input."""
+    return "'" + word.replace("'", "'\"'\"'") + "'"

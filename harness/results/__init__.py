@@ -1,0 +1,1 @@
+"""Run records (run.json), the history store and exporters."""

@@ -1,0 +1,112 @@
+"""The pytest plugin of `kvmconf run`: selects cases, maps outcomes to statuses,
+checks the kernel log after every case and rewrites run.json as it goes."""
+from __future__ import annotations
+
+import fnmatch
+import time
+
+import pytest
+
+from harness.compare import Divergence
+from harness.errors import HarnessError
+from harness.results.record import RunRecord
+
+
+def case_id(item) -> str:
+    """`<feature>/<group>/<name>` from a parametrize id that holds a '/', else
+    `<package>/<test name>` (testcases/smoke/test_smoke.py::test_boot -> smoke/boot)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "/" in callspec.id:
+        return callspec.id
+    package = item.path.parent.name
+    name = item.originalname.removeprefix("test_").replace("_", "-")
+    return f"{package}/{name}"
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).strip().split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+class KvmconfPlugin:
+    def __init__(self, ctx, record: RunRecord, suites: list[str], cases: list[str], progress=None):
+        self.__name__ = "kvmconf"  # pluggy registers the plugin under this name
+        self.ctx, self.record = ctx, record
+        self.suites, self.cases = suites, cases
+        self.progress = progress or (lambda text: None)
+        self._ids: dict[str, str] = {}       # nodeid -> case id
+        self._outcome: dict[str, dict] = {}  # case id -> status so far
+
+    # -- selection ----------------------------------------------------------
+    def _selected(self, cid: str) -> bool:
+        if self.cases:
+            return any(fnmatch.fnmatchcase(cid, pattern) for pattern in self.cases)
+        return cid.split("/", 1)[0] in self.suites
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        keep, drop = [], []
+        for item in items:
+            cid = case_id(item)
+            (keep if self._selected(cid) else drop).append(item)
+            self._ids[item.nodeid] = cid
+        items[:] = keep
+        config.hook.pytest_deselected(items=drop)
+        # Smoke first (it owns the boot case), the features, smoke/poweroff last.
+        def rank(item) -> int:
+            cid = self._ids[item.nodeid]
+            return 2 if cid == "smoke/poweroff" else 0 if cid.startswith("smoke/") else 1
+        items.sort(key=rank)
+        self.record.plan([(self._ids[i.nodeid], self._ids[i.nodeid].split("/", 1)[0]) for i in items],
+                         self.ctx.options.reproduce)
+
+    # -- outcomes -----------------------------------------------------------
+    def pytest_runtest_logstart(self, nodeid, location):
+        self._outcome[self._ids[nodeid]] = {"status": None, "start": time.monotonic()}
+        self.progress(f"running {self._ids[nodeid]}")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        cid = self._ids[item.nodeid]
+        state = self._outcome[cid]
+        excinfo = call.excinfo
+        if call.when == "call":
+            problems = self.ctx.booted.kernel_problems() if self.ctx.booted else []
+            if problems and report.outcome != "skipped":
+                # A kernel report during the case is a FAIL on its own (design section 5).
+                report.outcome = "failed"
+                report.longrepr = "kernel report during the case:\n" + "\n".join(problems)
+                state.update(status="FAIL", reason="kernel report: " + _one_line(problems[0]))
+                return
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            state.setdefault("status", None)
+            if state["status"] is None:
+                state.update(status="SKIP", reason=_one_line(reason.removeprefix("Skipped: ")))
+        elif report.failed:
+            if state["status"] in ("FAIL", "ERROR"):
+                return  # the first failure is the one that counts
+            exc = excinfo.value if excinfo else None
+            if isinstance(exc, Divergence):
+                state.update(status="FAIL", reason=_one_line(exc.summary()), divergence=exc.as_record())
+            elif call.when != "call" or (isinstance(exc, HarnessError)):
+                state.update(status="ERROR", reason=_one_line(exc if exc else report.longreprtext))
+            else:
+                state.update(status="FAIL", reason=_one_line(_failure_text(exc, report)))
+        elif report.passed and call.when == "call" and state["status"] is None:
+            state.update(status="PASS", reason="")
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        cid = self._ids[nodeid]
+        state = self._outcome[cid]
+        status = state["status"] or "ERROR"
+        self.record.finish(cid, status, state.get("reason") or ("" if status == "PASS" else "no outcome"),
+                           time.monotonic() - state["start"], state.get("divergence"))
+        self.progress(f"{status:5} {cid}")
+
+
+def _failure_text(exc, report) -> str:
+    if exc is not None and str(exc).strip():
+        return f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
+    return report.longreprtext.strip().splitlines()[-1] if report.longreprtext else "failed"

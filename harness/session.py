@@ -1,0 +1,97 @@
+"""One `kvmconf run`: kernel, payloads, image, keys and the (lazily booted) guest."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.guest import Guest
+from harness.guestimage import build_base, with_keys
+from harness.kernel import KernelImage
+from harness.machine import Machine
+from harness.machine.profiles import Profile
+from harness.payloads import build as payload_build
+from harness.remote.keys import generate
+
+
+@dataclass
+class RunOptions:
+    output: Path
+    features: list[str]
+    suites: list[str]
+    cases: list[str]
+    profiles: dict[str, str]       # model profile per feature (--profile FEATURE=NAME)
+    seed: int
+    label: str
+    accel: str                     # resolved: tcg | kvm
+    accel_reason: str
+    machine_profile: Profile
+    boot_timeout: float = 120.0
+    reproduce: str = "kvmconf run"
+    payload_names: list[str] = field(default_factory=list)
+
+
+class RunContext:
+    def __init__(self, options: RunOptions, kernel: KernelImage, record):
+        self.options, self.kernel, self.record = options, kernel, record
+        self.workdir = Path(tempfile.mkdtemp(prefix="kvmconf-run-"))  # 0700: sockets, keys
+        self._guest: Guest | None = None
+        self._boot_error: HarnessError | None = None
+        self.payload_errors: dict[str, str] = {}
+
+    def _prepare_image(self) -> Path:
+        payloads = {}
+        for name in self.options.payload_names:
+            try:
+                payloads[name] = payload_build.build(name).path
+            except HarnessError as e:
+                self.payload_errors[name] = str(e)
+        if "probe" in self.payload_errors:
+            raise HarnessError(self.payload_errors["probe"])
+        image = build_base(self.kernel, payloads, self.options.machine_profile.module_groups)
+        keys = generate(self.workdir)
+        self._keys = keys
+        return with_keys(image, keys.client_public, keys.host_key_file, self.workdir / "initrd.cpio")
+
+    def guest(self) -> Guest:
+        """The booted guest; a failed boot is raised again for every case that needs it."""
+        if self._guest is not None:
+            return self._guest
+        if self._boot_error is not None:
+            raise HarnessError(f"machine {self.options.machine_profile.name} failed to boot: "
+                               f"{str(self._boot_error).splitlines()[0]}")
+        try:
+            initrd = self._prepare_image()
+            machine = Machine(self.options.machine_profile.name, self.options.machine_profile,
+                              self.kernel.bzimage, initrd, self.workdir, self.options.output,
+                              accel=self.options.accel)
+            self._guest = Guest.boot(machine, self._keys, self.payload_errors,
+                                     self.options.boot_timeout)
+        except HarnessError as e:
+            self._boot_error = e
+            raise
+        self.record.data["timing"]["boot_to_ready_s"] = round(self._guest.boot_to_ready_s, 3)
+        self.record.data["platform"]["capabilities"]["guest"] = self._guest.capabilities
+        self.record.write()
+        return self._guest
+
+    @property
+    def boot_error(self) -> HarnessError | None:
+        return self._boot_error
+
+    @property
+    def booted(self) -> Guest | None:
+        return self._guest
+
+    def close_guest(self) -> str | None:
+        """Power the guest off (a later guest() boots a new one)."""
+        how = self._guest.poweroff() if self._guest else None
+        self._guest = None
+        return how
+
+    def close(self) -> str | None:
+        how = self.close_guest()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return how

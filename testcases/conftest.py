@@ -1,0 +1,69 @@
+"""Fixtures of the conformance suite (see docs/feature-suites.md).
+
+The suite runs under `kvmconf run`, whose plugin owns the run: the kernel, the
+machine, the run record. These fixtures hand its parts to the cases.
+"""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from harness.results.plugin import case_id
+
+
+def _plugin(config):
+    plugin = config.pluginmanager.get_plugin("kvmconf")
+    if plugin is None:
+        raise pytest.UsageError("testcases/ run under `kvmconf run`, not plain pytest")
+    return plugin
+
+
+@pytest.fixture(scope="session")
+def kvmconf_ctx(pytestconfig):
+    return _plugin(pytestconfig).ctx
+
+
+@pytest.fixture
+def guest(kvmconf_ctx):
+    """The booted guest of the run (booted once, on first use)."""
+    return kvmconf_ctx.guest()
+
+
+@pytest.fixture
+def kvmconf_seed(kvmconf_ctx) -> int:
+    return kvmconf_ctx.options.seed
+
+
+@pytest.fixture
+def kvmconf_profile(kvmconf_ctx):
+    """kvmconf_profile(feature) -> the model profile to expect (--profile FEATURE=NAME)."""
+    def choose(feature: str) -> str:
+        chosen = kvmconf_ctx.options.profiles.get(feature)
+        if chosen:
+            return chosen
+        model = importlib.import_module(f"harness.reference.{feature}")
+        return model.PROFILES[0]
+    return choose
+
+
+class CaseRecorder:
+    """run.json additions from inside a case, bound to that case."""
+
+    def __init__(self, record, cid: str):
+        self._record, self.case_id = record, cid
+
+    def add_random(self, feature, seed, scripts, actions, action_kinds, diverged):
+        self._record.add_random(feature, seed, scripts, actions, action_kinds, diverged)
+
+    def add_finding(self, id, feature, title, intended, observed, mechanism, case_id=None):
+        self._record.add_finding(id, feature, title, intended, observed, mechanism,
+                                 case_id or self.case_id)
+
+    def annotate(self, **fields):
+        self._record.annotate(self.case_id, **fields)
+
+
+@pytest.fixture
+def run_record(kvmconf_ctx, request) -> CaseRecorder:
+    return CaseRecorder(kvmconf_ctx.record, case_id(request.node))

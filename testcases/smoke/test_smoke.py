@@ -1,0 +1,58 @@
+"""Smoke: the machine boots, answers over SSH and QMP, runs the kernel under
+test, offers what the feature suites need, and powers off cleanly."""
+import re
+
+import pytest
+
+from harness.errors import BootFailure
+
+
+def test_boot(kvmconf_ctx):
+    """The kernel under test boots to the SSH server; a panic is FAIL with its lines."""
+    try:
+        guest = kvmconf_ctx.guest()
+    except BootFailure as e:
+        if e.kernel_report:
+            pytest.fail(f"{e}\n" + "\n".join(e.kernel_report), pytrace=False)
+        raise
+    assert guest.boot_to_ready_s > 0
+
+
+def test_ssh(guest):
+    result = guest.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (result.rc, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+
+
+def test_qmp_status(guest):
+    status = guest.machine.qmp("query-status")
+    assert status["status"] == "running" and status["running"] is True
+
+
+def test_kernel_version(guest, kvmconf_ctx):
+    assert guest.run(["uname", "-r"]).text.strip() == kvmconf_ctx.kernel.version
+
+
+def test_dev_kvm(guest):
+    """In the nested profile the kernel under test offers /dev/kvm (kvm-amd under TCG)."""
+    if not guest.machine.profile.nested:
+        pytest.skip(f"machine profile {guest.machine.profile.name} has no nested virtualization")
+    result = guest.run(["sh", "-c", "test -c /dev/kvm && cat /proc/modules"])
+    assert result.rc == 0, f"/dev/kvm missing; modules: {result.text[:300]}"
+    assert guest.capabilities["kvm"]["present"] is True
+
+
+def test_edu_device(guest):
+    """In the VFIO profile the edu device is present and bound to vfio-pci in an IOMMU group."""
+    if not guest.machine.profile.vfio:
+        pytest.skip(f"machine profile {guest.machine.profile.name} has no VFIO devices")
+    edu = [d for d in guest.capabilities["pci"] if d["id"] == "1234:11e8"]
+    assert edu, f"no edu device (1234:11e8) in {guest.capabilities['pci']}"
+    assert all(d["driver"] == "vfio-pci" and re.fullmatch(r"\d+", d["iommu_group"]) for d in edu), edu
+    groups = {d["iommu_group"] for d in edu}
+    assert set(guest.capabilities["dev_vfio"].split()) >= groups | {"vfio"}
+
+
+def test_poweroff(kvmconf_ctx, guest):
+    """Runs last in the smoke suite: a clean poweroff from inside the guest ends QEMU."""
+    how = kvmconf_ctx.close_guest()
+    assert how == "guest poweroff", f"shutdown needed {how}"
