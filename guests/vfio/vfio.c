@@ -1,0 +1,910 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kvmconf VFIO payload: executes op-scripts against the real VFIO type1
+ * container of the kernel it runs on and prints what it observed.
+ *
+ * Usage:  vfio [--group N] [--bdf DDDD:BB:DD.F]  < script
+ *
+ *   Without arguments the payload picks the first PCI function with vendor
+ *   0x1234 / device 0x11e8 (QEMU's `edu`) whose driver is vfio-pci, and
+ *   its IOMMU group from /sys/bus/pci/devices/<bdf>/iommu_group.  The
+ *   device must already be bound to vfio-pci (driver_override +
+ *   drivers_probe) and the guest must run with a (virtual) IOMMU.
+ *
+ * Input (stdin), one record per line, integers in C syntax (0x.. allowed):
+ *
+ *   S <iommu>              begin a script: new container, the group joins it,
+ *                          then VFIO_SET_IOMMU(<iommu>) unless <iommu> is 0
+ *                          (3 = VFIO_TYPE1v2_IOMMU, 1 = VFIO_TYPE1_IOMMU)
+ *   A <op> key=value ...   one action (see below)
+ *   E                      end of script: device fd closed, group leaves the
+ *                          container, container closed (all mappings go)
+ *
+ * Actions (keys in brackets are optional, defaults in the Python encoder,
+ * harness/payloads/vfio.py, which is the only writer of this format):
+ *   info   argsz                         VFIO_IOMMU_GET_INFO, caps walked
+ *   map    argsz flags iova size voff    VFIO_IOMMU_MAP_DMA, vaddr = arena+voff
+ *   unmap  argsz flags iova size pgsize bsize data fill
+ *                                        VFIO_IOMMU_UNMAP_DMA (+ vfio_bitmap)
+ *   dirty  argsz flags [null]            VFIO_IOMMU_DIRTY_PAGES, no range
+ *   get    argsz flags iova size pgsize bsize data fill
+ *                                        VFIO_IOMMU_DIRTY_PAGES + dirty_bitmap_get
+ *   dma    src dst len                   edu DMA src->device buffer->dst,
+ *                                        then compare dst with what src held
+ *   ext    arg                           VFIO_CHECK_EXTENSION on the container
+ *   devdirty                             ioctl 0x3b75 {8, START} on the device fd
+ *   migprobe                             v1 migration region / v2 feature probe
+ *   mig1   state                         write v1 device_state, read it back
+ *
+ *   data: 0 = a buffer of `bsize` bytes (rounded up to u64) between two guard
+ *   words, followed by an inaccessible page; 1 = NULL; 2 = a kernel address.
+ *   fill: 0 = buffer zeroed, 1 = every byte 0x5a before the call.
+ *
+ * Output (stdout): one JSON object per observation, tagged "script" (index of
+ * the S record, from 0) and "op".  "result" is "ok" or the errno name.  User
+ * bitmaps are reported sparsely as "bitmap": [[word, value], ...] listing the
+ * words that differ from the fill value, plus "guards": [below, above].
+ * Diagnostics go to stderr.  Exit 0 when the payload ran, whatever the kernel
+ * did; 2 when the payload itself broke (bad input, setup it cannot undo).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vfio_payload.h"
+
+#define VP_ARENA_SIZE (16ul << 20)       /* backing memory for MAP_DMA */
+#define VP_PAGE 4096ul
+#define VP_BITMAP_CAP ((1ul << 28) + 8)  /* DIRTY_BITMAP_SIZE_MAX + one word */
+#define VP_FILL_MAX (1ul << 20)          /* largest buffer we pre-fill/scan fully */
+#define VP_GUARD 0xfeedfacecafebeefull
+#define VP_FILL_WORD 0x5a5a5a5a5a5a5a5aull
+#define VP_KERNEL_PTR 0xffff888000000000ull
+#define VP_MAX_KV 24
+#define VP_MAX_MAPS 1024
+#define VP_MAX_BITMAP_ENTRIES 4096
+#define VP_EDU_DMA_BUF 0x40000ull
+#define VP_DMA_DEADLINE_NS 5000000000ll
+
+struct vp_action {
+	char op[16];
+	int n;
+	char key[VP_MAX_KV][16];
+	uint64_t val[VP_MAX_KV];
+};
+
+struct vp_map {
+	uint64_t iova, size;
+	uint8_t *vaddr;
+};
+
+static struct {
+	char bdf[64];
+	int group_no;
+	int group_fd;
+	uint8_t *arena;
+	/* per script */
+	long script;
+	int cfd;
+	int dev_fd;
+	volatile uint8_t *bar0;
+	uint64_t bar0_size;
+	uint64_t cfg_offset;
+	int nmaps;
+	struct vp_map maps[VP_MAX_MAPS];
+	uint32_t dma_counter;
+} vp = { .group_fd = -1, .cfd = -1, .dev_fd = -1 };
+
+static void vfio_die(const char *what)
+{
+	fprintf(stderr, "vfio payload: %s: %s\n", what, strerror(errno));
+	fflush(stdout);
+	exit(2);
+}
+
+static void vfio_bad_input(const char *what, const char *line)
+{
+	fprintf(stderr, "vfio payload: bad input (%s): %s\n", what, line);
+	fflush(stdout);
+	exit(2);
+}
+
+static const char *vfio_errname(int e)
+{
+	static char buf[16];
+
+	switch (e) {
+	case 0: return "ok";
+	case EPERM: return "EPERM";
+	case ENOENT: return "ENOENT";
+	case EIO: return "EIO";
+	case E2BIG: return "E2BIG";
+	case EBADF: return "EBADF";
+	case EAGAIN: return "EAGAIN";
+	case ENOMEM: return "ENOMEM";
+	case EACCES: return "EACCES";
+	case EFAULT: return "EFAULT";
+	case EBUSY: return "EBUSY";
+	case EEXIST: return "EEXIST";
+	case ENODEV: return "ENODEV";
+	case EINVAL: return "EINVAL";
+	case ENOSPC: return "ENOSPC";
+	case ENOTTY: return "ENOTTY";
+	case ERANGE: return "ERANGE";
+	case EOVERFLOW: return "EOVERFLOW";
+	case EOPNOTSUPP: return "EOPNOTSUPP";
+	}
+	snprintf(buf, sizeof(buf), "E%d", e);
+	return buf;
+}
+
+/* ioctl returning 0 on success or the errno */
+static int vfio_ioctl(int fd, unsigned long req, void *arg)
+{
+	int ret = ioctl(fd, req, arg);
+
+	return ret < 0 ? errno : 0;
+}
+
+static uint64_t vfio_arg(const struct vp_action *a, const char *k, uint64_t def)
+{
+	for (int i = 0; i < a->n; i++)
+		if (!strcmp(a->key[i], k))
+			return a->val[i];
+	return def;
+}
+
+static uint64_t vfio_need(const struct vp_action *a, const char *k, const char *line)
+{
+	for (int i = 0; i < a->n; i++)
+		if (!strcmp(a->key[i], k))
+			return a->val[i];
+	vfio_bad_input(k, line);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int vfio_read_sysfs_hex(const char *dir, const char *file, unsigned long *out)
+{
+	char path[512], buf[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (!fgets(buf, sizeof(buf), f)) {
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	*out = strtoul(buf, NULL, 0);
+	return 0;
+}
+
+static int vfio_group_of(const char *bdf)
+{
+	char path[512], link[512];
+	ssize_t n;
+	char *slash;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/iommu_group", bdf);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return -1;
+	link[n] = 0;
+	slash = strrchr(link, '/');
+	return atoi(slash ? slash + 1 : link);
+}
+
+static void vfio_find_device(void)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (vp.bdf[0]) {
+		if (vp.group_no < 0)
+			vp.group_no = vfio_group_of(vp.bdf);
+		return;
+	}
+	d = opendir("/sys/bus/pci/devices");
+	if (!d)
+		vfio_die("opendir /sys/bus/pci/devices");
+	while ((e = readdir(d))) {
+		char dir[300], drv[320], link[512];
+		unsigned long vendor, device;
+		ssize_t n;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (strlen(e->d_name) > 200)
+			continue;
+		snprintf(dir, sizeof(dir), "/sys/bus/pci/devices/%.200s", e->d_name);
+		if (vfio_read_sysfs_hex(dir, "vendor", &vendor) ||
+		    vfio_read_sysfs_hex(dir, "device", &device))
+			continue;
+		if (vendor != 0x1234 || device != 0x11e8)
+			continue;
+		snprintf(drv, sizeof(drv), "%s/driver", dir);
+		n = readlink(drv, link, sizeof(link) - 1);
+		if (n < 0)
+			continue;
+		link[n] = 0;
+		if (!strstr(link, "/vfio-pci"))
+			continue;
+		if (strlen(e->d_name) >= sizeof(vp.bdf))
+			continue;
+		memcpy(vp.bdf, e->d_name, strlen(e->d_name) + 1);
+		break;
+	}
+	closedir(d);
+	if (!vp.bdf[0]) {
+		fprintf(stderr, "vfio payload: no edu device (1234:11e8) bound to vfio-pci\n");
+		exit(2);
+	}
+	if (vp.group_no < 0)
+		vp.group_no = vfio_group_of(vp.bdf);
+	if (vp.group_no < 0)
+		vfio_die("iommu_group of the edu device");
+}
+
+static void vfio_open_group(void)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/dev/vfio/%d", vp.group_no);
+	vp.group_fd = open(path, O_RDWR);
+	if (vp.group_fd < 0)
+		vfio_die(path);
+}
+
+/* returns 0 or an errno; *step names the failing step */
+static int vfio_script_begin(int iommu, const char **step)
+{
+	struct { uint32_t argsz, flags; } status = { sizeof(status), 0 };
+	int err;
+
+	vp.nmaps = 0;
+	*step = "open /dev/vfio/vfio";
+	vp.cfd = open("/dev/vfio/vfio", O_RDWR);
+	if (vp.cfd < 0)
+		return errno;
+	*step = "VFIO_GET_API_VERSION";
+	if (ioctl(vp.cfd, VP_GET_API_VERSION) != 0)
+		return errno ? errno : EPROTO;
+	*step = "VFIO_GROUP_GET_STATUS";
+	err = vfio_ioctl(vp.group_fd, VP_GROUP_GET_STATUS, &status);
+	if (err)
+		return err;
+	if (!(status.flags & VP_GROUP_FLAGS_VIABLE))
+		return EBUSY;
+	*step = "VFIO_GROUP_SET_CONTAINER";
+	err = vfio_ioctl(vp.group_fd, VP_GROUP_SET_CONTAINER, &vp.cfd);
+	if (err)
+		return err;
+	if (iommu) {
+		*step = "VFIO_SET_IOMMU";
+		if (ioctl(vp.cfd, VP_SET_IOMMU, (unsigned long)iommu) < 0)
+			return errno;
+	}
+	return 0;
+}
+
+static void vfio_script_end(void)
+{
+	if (vp.bar0) {
+		munmap((void *)vp.bar0, vp.bar0_size);
+		vp.bar0 = NULL;
+	}
+	if (vp.dev_fd >= 0) {
+		close(vp.dev_fd);
+		vp.dev_fd = -1;
+	}
+	if (vp.cfd >= 0) {
+		/* may fail with EINVAL when SET_CONTAINER failed: nothing to undo */
+		ioctl(vp.group_fd, VP_GROUP_UNSET_CONTAINER);
+		close(vp.cfd);
+		vp.cfd = -1;
+	}
+}
+
+/* device fd, BAR0 mapping, bus mastering; returns 0 or errno */
+static int vfio_device_open(void)
+{
+	struct vp_region_info ri;
+	uint16_t cmd;
+	int err;
+
+	if (vp.dev_fd >= 0)
+		return 0;
+	vp.dev_fd = ioctl(vp.group_fd, VP_GROUP_GET_DEVICE_FD, vp.bdf);
+	if (vp.dev_fd < 0) {
+		err = errno;
+		vp.dev_fd = -1;
+		return err;
+	}
+	memset(&ri, 0, sizeof(ri));
+	ri.argsz = sizeof(ri);
+	ri.index = VP_PCI_CONFIG_REGION_INDEX;
+	err = vfio_ioctl(vp.dev_fd, VP_DEVICE_GET_REGION_INFO, &ri);
+	if (err)
+		return err;
+	vp.cfg_offset = ri.offset;
+	if (pread(vp.dev_fd, &cmd, 2, vp.cfg_offset + 4) != 2)
+		return errno ? errno : EIO;
+	cmd |= 0x6; /* memory space + bus master */
+	if (pwrite(vp.dev_fd, &cmd, 2, vp.cfg_offset + 4) != 2)
+		return errno ? errno : EIO;
+
+	memset(&ri, 0, sizeof(ri));
+	ri.argsz = sizeof(ri);
+	ri.index = 0;
+	err = vfio_ioctl(vp.dev_fd, VP_DEVICE_GET_REGION_INFO, &ri);
+	if (err)
+		return err;
+	vp.bar0_size = ri.size;
+	vp.bar0 = mmap(NULL, ri.size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		       vp.dev_fd, ri.offset);
+	if (vp.bar0 == MAP_FAILED) {
+		vp.bar0 = NULL;
+		return errno;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- user bitmap */
+
+struct vp_ubuf {
+	uint8_t *region;
+	size_t region_len;
+	uint64_t *data;
+	uint64_t nwords;
+	uint64_t fillw;
+};
+
+static void vfio_ubuf_setup(struct vp_ubuf *u, uint64_t bsize, int fill, const char *line)
+{
+	uint64_t alloc = bsize > VP_BITMAP_CAP ? VP_BITMAP_CAP : bsize;
+
+	alloc = (alloc + 7) & ~7ull;
+	u->nwords = alloc / 8;
+	u->fillw = fill ? VP_FILL_WORD : 0;
+	if (fill && alloc > VP_FILL_MAX)
+		vfio_bad_input("fill of a bitmap larger than 1 MiB", line);
+	u->region_len = VP_PAGE + ((alloc + 8 + VP_PAGE - 1) & ~(VP_PAGE - 1)) + VP_PAGE;
+	u->region = mmap(NULL, u->region_len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (u->region == MAP_FAILED)
+		vfio_die("mmap bitmap");
+	if (mprotect(u->region + u->region_len - VP_PAGE, VP_PAGE, PROT_NONE))
+		vfio_die("mprotect bitmap guard page");
+	u->data = (uint64_t *)(u->region + VP_PAGE);
+	u->data[-1] = VP_GUARD;
+	if (fill)
+		memset(u->data, 0x5a, alloc);
+	u->data[u->nwords] = VP_GUARD;
+}
+
+static uint64_t vfio_data_ptr(struct vp_ubuf *u, uint64_t kind)
+{
+	if (kind == 1)
+		return 0;
+	if (kind == 2)
+		return VP_KERNEL_PTR;
+	return (uint64_t)(uintptr_t)u->data;
+}
+
+static void vfio_ubuf_emit(struct vp_ubuf *u)
+{
+	uint64_t count = 0, w;
+	int first = 1, truncated = 0;
+	unsigned char *vec = NULL;
+	uint64_t bytes = u->nwords * 8;
+
+	if (bytes > VP_FILL_MAX) {
+		/* only resident pages can hold anything but zero */
+		size_t pages = (bytes + VP_PAGE - 1) / VP_PAGE;
+
+		vec = malloc(pages);
+		if (!vec || mincore(u->data, pages * VP_PAGE, vec))
+			vfio_die("mincore bitmap");
+	}
+	vp_key("bitmap");
+	putchar('[');
+	for (w = 0; w < u->nwords; w++) {
+		if (vec && !(vec[(w * 8) / VP_PAGE] & 1)) {
+			w = ((w * 8) / VP_PAGE + 1) * (VP_PAGE / 8) - 1;
+			continue;
+		}
+		if (u->data[w] == u->fillw)
+			continue;
+		if (count++ >= VP_MAX_BITMAP_ENTRIES) {
+			truncated = 1;
+			break;
+		}
+		printf("%s[%llu,%llu]", first ? "" : ",", (unsigned long long)w,
+		       (unsigned long long)u->data[w]);
+		first = 0;
+	}
+	putchar(']');
+	free(vec);
+	if (truncated)
+		vp_bool("bitmap_truncated", 1);
+	vp_key("guards");
+	printf("[%llu,%llu]", (unsigned long long)u->data[-1],
+	       (unsigned long long)u->data[u->nwords]);
+}
+
+static void vfio_ubuf_free(struct vp_ubuf *u)
+{
+	munmap(u->region, u->region_len);
+}
+
+/* ---------------------------------------------------------------- actions */
+
+static void vfio_op_info(const struct vp_action *a, const char *line)
+{
+	static uint64_t buf64[1024];
+	uint8_t *buf = (uint8_t *)buf64;
+	struct vp_type1_info *info = (struct vp_type1_info *)buf;
+	uint64_t argsz = vfio_need(a, "argsz", line);
+	uint32_t off, limit;
+	int err, n = 0;
+
+	if (argsz > sizeof(buf64))
+		vfio_bad_input("info argsz larger than the payload's buffer", line);
+	memset(buf64, 0, sizeof(buf64));
+	info->argsz = argsz;
+	info->cap_offset = 0xdeadbeef; /* shows whether the kernel wrote it */
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_GET_INFO, info);
+	vp_obj_begin(vp.script, "info");
+	vp_str("result", vfio_errname(err));
+	if (!err) {
+		vp_u64("argsz", info->argsz);
+		vp_u64("flags", info->flags);
+		vp_u64("iova_pgsizes", info->iova_pgsizes);
+		vp_u64("cap_offset", info->cap_offset);
+		vp_key("caps");
+		putchar('[');
+		limit = argsz < sizeof(buf64) ? argsz : sizeof(buf64);
+		off = (info->flags & VP_INFO_CAPS) && info->cap_offset != 0xdeadbeef ?
+		      info->cap_offset : 0;
+		while (off && off >= sizeof(*info) && off + 8 <= limit && n < 16) {
+			struct vp_cap_header *h = (struct vp_cap_header *)(buf + off);
+
+			printf("%s{\"id\":%u,\"version\":%u", n++ ? "," : "",
+			       h->id, h->version);
+			if (h->id == VP_CAP_MIGRATION && off + 32 <= limit) {
+				printf(",\"flags\":%u,\"hole\":%u,\"pgsize_bitmap\":%llu,"
+				       "\"max_dirty_bitmap_size\":%llu",
+				       *(uint32_t *)(buf + off + 8),
+				       *(uint32_t *)(buf + off + 12),
+				       (unsigned long long)*(uint64_t *)(buf + off + 16),
+				       (unsigned long long)*(uint64_t *)(buf + off + 24));
+			} else if (h->id == VP_CAP_DMA_AVAIL && off + 12 <= limit) {
+				printf(",\"avail\":%u", *(uint32_t *)(buf + off + 8));
+			} else if (h->id == VP_CAP_IOVA_RANGE && off + 16 <= limit) {
+				uint32_t nr = *(uint32_t *)(buf + off + 8);
+
+				printf(",\"ranges\":[");
+				for (uint32_t i = 0; i < nr && off + 16 + 16 * (i + 1) <= limit; i++) {
+					uint64_t *r = (uint64_t *)(buf + off + 16 + 16 * i);
+
+					printf("%s[%llu,%llu]", i ? "," : "",
+					       (unsigned long long)r[0], (unsigned long long)r[1]);
+				}
+				putchar(']');
+			}
+			putchar('}');
+			if (h->next && h->next <= off)
+				break; /* a loop in the chain: stop, the ids show it */
+			off = h->next;
+		}
+		putchar(']');
+	}
+	vp_obj_end();
+}
+
+static void vfio_op_map(const struct vp_action *a, const char *line)
+{
+	struct vp_dma_map m;
+	uint64_t voff = vfio_need(a, "voff", line);
+	int err;
+
+	memset(&m, 0, sizeof(m));
+	m.argsz = vfio_need(a, "argsz", line);
+	m.flags = vfio_need(a, "flags", line);
+	m.iova = vfio_need(a, "iova", line);
+	m.size = vfio_need(a, "size", line);
+	if (voff > VP_ARENA_SIZE || m.size > VP_ARENA_SIZE - voff)
+		vfio_bad_input("map voff+size outside the 16 MiB arena", line);
+	m.vaddr = (uint64_t)(uintptr_t)(vp.arena + voff);
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_MAP_DMA, &m);
+	/* remember where an IOVA lives for DMA checks (newest entry wins) */
+	if (!err && !(m.flags & 4) && vp.nmaps < VP_MAX_MAPS)
+		vp.maps[vp.nmaps++] = (struct vp_map){ m.iova, m.size, vp.arena + voff };
+	vp_obj_begin(vp.script, "map");
+	vp_str("result", vfio_errname(err));
+	vp_obj_end();
+}
+
+static void vfio_op_unmap(const struct vp_action *a, const char *line)
+{
+	struct vp_dma_unmap u;
+	struct vp_ubuf ub;
+	uint64_t kind = vfio_need(a, "data", line);
+	int with_bitmap, err;
+
+	memset(&u, 0, sizeof(u));
+	u.argsz = vfio_need(a, "argsz", line);
+	u.flags = vfio_need(a, "flags", line);
+	u.iova = vfio_need(a, "iova", line);
+	u.size = vfio_need(a, "size", line);
+	u.bitmap.pgsize = vfio_need(a, "pgsize", line);
+	u.bitmap.size = vfio_need(a, "bsize", line);
+	vfio_ubuf_setup(&ub, u.bitmap.size, vfio_need(a, "fill", line), line);
+	u.bitmap.data = vfio_data_ptr(&ub, kind);
+	with_bitmap = (u.flags & VP_UNMAP_GET_DIRTY_BITMAP) && kind == 0;
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_UNMAP_DMA, &u);
+	vp_obj_begin(vp.script, "unmap");
+	vp_str("result", vfio_errname(err));
+	vp_u64("size", u.size);
+	if (with_bitmap)
+		vfio_ubuf_emit(&ub);
+	vp_obj_end();
+	vfio_ubuf_free(&ub);
+}
+
+static void vfio_op_dirty(const struct vp_action *a, const char *line)
+{
+	struct vp_dirty d;
+	int err;
+
+	memset(&d, 0, sizeof(d));
+	d.argsz = vfio_need(a, "argsz", line);
+	d.flags = vfio_need(a, "flags", line);
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_DIRTY_PAGES, vfio_arg(a, "null", 0) ? NULL : &d);
+	vp_obj_begin(vp.script, "dirty");
+	vp_str("result", vfio_errname(err));
+	vp_obj_end();
+}
+
+static void vfio_op_get(const struct vp_action *a, const char *line)
+{
+	struct vp_dirty d;
+	struct vp_ubuf ub;
+	uint64_t kind = vfio_need(a, "data", line);
+	int err;
+
+	memset(&d, 0, sizeof(d));
+	d.argsz = vfio_need(a, "argsz", line);
+	d.flags = vfio_need(a, "flags", line);
+	d.iova = vfio_need(a, "iova", line);
+	d.size = vfio_need(a, "size", line);
+	d.bitmap.pgsize = vfio_need(a, "pgsize", line);
+	d.bitmap.size = vfio_need(a, "bsize", line);
+	vfio_ubuf_setup(&ub, d.bitmap.size, vfio_need(a, "fill", line), line);
+	d.bitmap.data = vfio_data_ptr(&ub, kind);
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_DIRTY_PAGES, &d);
+	vp_obj_begin(vp.script, "get");
+	vp_str("result", vfio_errname(err));
+	if (kind == 0)
+		vfio_ubuf_emit(&ub);
+	vp_obj_end();
+	vfio_ubuf_free(&ub);
+}
+
+static void vfio_op_ext(const struct vp_action *a, const char *line)
+{
+	int ret = ioctl(vp.cfd, VP_CHECK_EXTENSION, (unsigned long)vfio_need(a, "arg", line));
+
+	vp_obj_begin(vp.script, "ext");
+	vp_str("result", vfio_errname(ret < 0 ? errno : 0));
+	vp_u64("value", ret < 0 ? 0 : ret);
+	vp_obj_end();
+}
+
+static void vfio_op_devdirty(void)
+{
+	struct { uint32_t argsz, flags; uint64_t pad[8]; } d = { 8, 1, { 0 } };
+	int err = vfio_device_open();
+
+	if (!err)
+		err = vfio_ioctl(vp.dev_fd, VP_IOMMU_DIRTY_PAGES, &d);
+	vp_obj_begin(vp.script, "devdirty");
+	vp_str("result", vfio_errname(err));
+	vp_obj_end();
+}
+
+/* where the CPU sees IOVA `iova`: the newest successful map covering it */
+static uint8_t *vfio_iova_ptr(uint64_t iova)
+{
+	for (int i = vp.nmaps - 1; i >= 0; i--)
+		if (iova >= vp.maps[i].iova && iova - vp.maps[i].iova < vp.maps[i].size)
+			return vp.maps[i].vaddr + (iova - vp.maps[i].iova);
+	return NULL;
+}
+
+static long long vfio_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/* one edu DMA transfer; 0 when it completed, ETIMEDOUT otherwise */
+static int vfio_edu_dma(uint64_t src, uint64_t dst, uint64_t len, int to_ram)
+{
+	volatile uint64_t *r = (volatile uint64_t *)(vp.bar0 + 0x80);
+	long long deadline = vfio_now_ns() + VP_DMA_DEADLINE_NS;
+
+	r[0] = src;             /* 0x80 */
+	r[1] = dst;             /* 0x88 */
+	r[2] = len;             /* 0x90 */
+	r[3] = 1 | (to_ram ? 2 : 0); /* 0x98: start, direction */
+	while (r[3] & 1) {
+		if (vfio_now_ns() > deadline)
+			return ETIMEDOUT;
+		usleep(1000);
+	}
+	return 0;
+}
+
+static void vfio_op_dma(const struct vp_action *a, const char *line)
+{
+	uint64_t src = vfio_need(a, "src", line), dst = vfio_need(a, "dst", line);
+	uint64_t len = vfio_need(a, "len", line), i;
+	const char *result = "match";
+	uint8_t pattern[4096];
+	int err;
+
+	/* edu: device buffer is 4 KiB at 0x40000, DMA mask 28 bits (hw/misc/edu.c) */
+	if (!len || len > sizeof(pattern) || src + len > (1ull << 28) || dst + len > (1ull << 28))
+		vfio_bad_input("dma range outside edu's limits", line);
+	err = vfio_device_open();
+	if (!err && *(volatile uint32_t *)vp.bar0 != 0x010000ed)
+		err = ENODEV;
+	if (err) {
+		vp_obj_begin(vp.script, "dma");
+		vp_str("result", vfio_errname(err));
+		vp_obj_end();
+		return;
+	}
+	vp.dma_counter++;
+	for (i = 0; i < len; i++)
+		pattern[i] = (uint8_t)(vp.dma_counter * 151 + vp.script * 31 + i * 7 + 1);
+	for (i = 0; i < len; i++) {
+		uint8_t *p = vfio_iova_ptr(dst + i);
+
+		if (p)
+			*p = 0;
+	}
+	for (i = 0; i < len; i++) {
+		uint8_t *p = vfio_iova_ptr(src + i);
+
+		if (p)
+			*p = pattern[i];
+	}
+	__sync_synchronize();
+	if (vfio_edu_dma(src, VP_EDU_DMA_BUF, len, 0) ||
+	    vfio_edu_dma(VP_EDU_DMA_BUF, dst, len, 1)) {
+		result = "timeout";
+	} else {
+		__sync_synchronize();
+		for (i = 0; i < len; i++) {
+			uint8_t *p = vfio_iova_ptr(dst + i);
+
+			if (!p || *p != pattern[i]) {
+				result = "mismatch";
+				break;
+			}
+		}
+	}
+	vp_obj_begin(vp.script, "dma");
+	vp_str("result", result);
+	vp_obj_end();
+}
+
+static int vp_mig_region = -1;
+static uint64_t vp_mig_offset;
+
+static void vfio_op_migprobe(void)
+{
+	struct vp_device_info di;
+	struct { uint32_t argsz, flags; uint64_t mig_flags; } feat;
+	uint64_t buf64[64];
+	int err = vfio_device_open(), ferr = 0;
+
+	vp_mig_region = -1;
+	memset(&di, 0, sizeof(di));
+	di.argsz = sizeof(di);
+	if (!err)
+		err = vfio_ioctl(vp.dev_fd, VP_DEVICE_GET_INFO, &di);
+	for (uint32_t i = 0; !err && i < di.num_regions && i < 64; i++) {
+		struct vp_region_info *ri = (struct vp_region_info *)buf64;
+		uint32_t off;
+
+		memset(buf64, 0, sizeof(buf64));
+		ri->argsz = sizeof(buf64);
+		ri->index = i;
+		if (vfio_ioctl(vp.dev_fd, VP_DEVICE_GET_REGION_INFO, ri))
+			continue;
+		if (!(ri->flags & VP_REGION_INFO_FLAG_CAPS))
+			continue;
+		for (off = ri->cap_offset; off && off + 16 <= sizeof(buf64);) {
+			struct vp_region_cap_type *t = (struct vp_region_cap_type *)((uint8_t *)buf64 + off);
+
+			if (t->header.id == VP_REGION_INFO_CAP_TYPE &&
+			    t->type == VP_REGION_TYPE_MIGRATION_DEPRECATED &&
+			    t->subtype == VP_REGION_SUBTYPE_MIGRATION_DEPRECATED) {
+				vp_mig_region = i;
+				vp_mig_offset = ri->offset;
+			}
+			if (t->header.next <= off)
+				break;
+			off = t->header.next;
+		}
+	}
+	memset(&feat, 0, sizeof(feat));
+	feat.argsz = sizeof(feat);
+	feat.flags = VP_DEVICE_FEATURE_GET | VP_DEVICE_FEATURE_MIGRATION;
+	if (!err)
+		ferr = vfio_ioctl(vp.dev_fd, VP_DEVICE_FEATURE, &feat);
+	vp_obj_begin(vp.script, "migprobe");
+	vp_str("result", vfio_errname(err));
+	vp_str("bdf", vp.bdf);
+	vp_u64("num_regions", di.num_regions);
+	vp_key("v1_region");
+	printf("%d", vp_mig_region);
+	vp_str("v2_feature", vfio_errname(ferr));
+	vp_u64("v2_flags", ferr ? 0 : feat.mig_flags);
+	vp_obj_end();
+}
+
+static void vfio_op_mig1(const struct vp_action *a, const char *line)
+{
+	uint32_t state = vfio_need(a, "state", line), back = 0;
+	int err = 0;
+
+	if (vp_mig_region < 0)
+		err = ENODEV;
+	else if (pwrite(vp.dev_fd, &state, 4, vp_mig_offset) != 4)
+		err = errno;
+	if (vp_mig_region >= 0 && pread(vp.dev_fd, &back, 4, vp_mig_offset) != 4)
+		back = 0xffffffff;
+	vp_obj_begin(vp.script, "mig1");
+	vp_str("result", vfio_errname(err));
+	vp_u64("device_state", back);
+	vp_obj_end();
+}
+
+/* ---------------------------------------------------------------- main loop */
+
+static void vfio_parse_action(char *line, struct vp_action *a, const char *orig)
+{
+	char *save, *tok;
+
+	memset(a, 0, sizeof(*a));
+	tok = strtok_r(line, " \t\n", &save);
+	if (!tok || strlen(tok) >= sizeof(a->op))
+		vfio_bad_input("action name", orig);
+	strcpy(a->op, tok);
+	while ((tok = strtok_r(NULL, " \t\n", &save))) {
+		char *eq = strchr(tok, '='), *end;
+
+		if (!eq || eq - tok >= (long)sizeof(a->key[0]) || a->n >= VP_MAX_KV)
+			vfio_bad_input("key=value", orig);
+		memcpy(a->key[a->n], tok, eq - tok);
+		errno = 0;
+		a->val[a->n] = strtoull(eq + 1, &end, 0);
+		if (errno || *end || end == eq + 1)
+			vfio_bad_input("integer value", orig);
+		a->n++;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	char line[1024], orig[1024];
+	int in_script = 0, setup_failed = 0;
+
+	vp.group_no = -1;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--group") && i + 1 < argc)
+			vp.group_no = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--bdf") && i + 1 < argc)
+			snprintf(vp.bdf, sizeof(vp.bdf), "%s", argv[++i]);
+		else {
+			fprintf(stderr, "usage: %s [--group N] [--bdf DDDD:BB:DD.F] < script\n", argv[0]);
+			return 2;
+		}
+	}
+	vfio_find_device();
+	vfio_open_group();
+	vp.arena = mmap(NULL, VP_ARENA_SIZE, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (vp.arena == MAP_FAILED)
+		vfio_die("mmap arena");
+	vp.script = -1;
+
+	while (fgets(line, sizeof(line), stdin)) {
+		struct vp_action a;
+
+		if (!strchr(line, '\n') && !feof(stdin))
+			vfio_bad_input("line too long", line);
+		snprintf(orig, sizeof(orig), "%s", line);
+		orig[strcspn(orig, "\n")] = 0;
+		if (line[0] == '\n' || line[0] == '#')
+			continue;
+		if (line[0] == 'S' && line[1] == ' ') {
+			const char *step = "";
+			int iommu, err;
+
+			if (in_script)
+				vfio_bad_input("S inside a script", orig);
+			iommu = atoi(line + 2);
+			vp.script++;
+			in_script = 1;
+			err = vfio_script_begin(iommu, &step);
+			setup_failed = err != 0;
+			vp_obj_begin(vp.script, "setup");
+			vp_u64("iommu", iommu);
+			vp_str("result", vfio_errname(err));
+			if (err)
+				vp_str("step", step);
+			vp_obj_end();
+			continue;
+		}
+		if (line[0] == 'E' && (line[1] == '\n' || line[1] == 0)) {
+			if (!in_script)
+				vfio_bad_input("E outside a script", orig);
+			vfio_script_end();
+			in_script = 0;
+			fflush(stdout);
+			continue;
+		}
+		if (line[0] != 'A' || line[1] != ' ' || !in_script)
+			vfio_bad_input("expected S, A or E", orig);
+		vfio_parse_action(line + 2, &a, orig);
+		if (setup_failed)
+			continue; /* the setup event already tells why */
+		if (!strcmp(a.op, "info"))
+			vfio_op_info(&a, orig);
+		else if (!strcmp(a.op, "map"))
+			vfio_op_map(&a, orig);
+		else if (!strcmp(a.op, "unmap"))
+			vfio_op_unmap(&a, orig);
+		else if (!strcmp(a.op, "dirty"))
+			vfio_op_dirty(&a, orig);
+		else if (!strcmp(a.op, "get"))
+			vfio_op_get(&a, orig);
+		else if (!strcmp(a.op, "dma"))
+			vfio_op_dma(&a, orig);
+		else if (!strcmp(a.op, "ext"))
+			vfio_op_ext(&a, orig);
+		else if (!strcmp(a.op, "devdirty"))
+			vfio_op_devdirty();
+		else if (!strcmp(a.op, "migprobe"))
+			vfio_op_migprobe();
+		else if (!strcmp(a.op, "mig1"))
+			vfio_op_mig1(&a, orig);
+		else
+			vfio_bad_input("unknown action", orig);
+	}
+	if (in_script)
+		vfio_bad_input("input ended inside a script", "<eof>");
+	fflush(stdout);
+	return 0;
+}
