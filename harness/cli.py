@@ -28,7 +28,7 @@ from harness.machine.profiles import FEATURES, profile_for
 REPO = Path(__file__).resolve().parents[1]
 TESTCASES = REPO / "testcases"
 SUITES = ("smoke",) + FEATURES
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 
@@ -104,6 +104,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
     p.add_argument("--boot-timeout", type=float, default=120.0, help="seconds (default 120)")
     p.add_argument("--history", help="SQLite history (default: results/history.sqlite)")
+    p.add_argument("--append", default="", help="extra kernel command line for the guest")
 
 
 def _reproduce(args, features: list[str]) -> str:
@@ -116,6 +117,8 @@ def _reproduce(args, features: list[str]) -> str:
         words += ["--profile", item]
     if args.accel != "auto":
         words += ["--accel", args.accel]
+    if args.append:
+        words += ["--append", args.append]
     return shlex.join(words)
 
 
@@ -140,9 +143,9 @@ def cmd_run(args) -> int:
     output = _output_dir(Path(args.output) if args.output else REPO / "results" / run_id)
     kernel = resolve_kernel(args)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
-    wanted = {s for s in suites if s in FEATURES} or set(features)
+    wanted = {s for s in suites if s in FEATURES}
     if args.case:
-        wanted |= {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in FEATURES}
+        wanted = {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in FEATURES}
     machine_profile = profile_for(wanted | ({"smoke"} if "smoke" in suites else set()))
     accel, accel_reason = choose_accel(args.accel, machine_profile.nested)
     payload_names = ["probe"] + [f for f in FEATURES if (REPO / "guests" / f).is_dir() and f in wanted]
@@ -166,7 +169,8 @@ def cmd_run(args) -> int:
     options = RunOptions(output=output, features=features, suites=suites, cases=args.case,
                          profiles=profiles, seed=seed, label=args.label, accel=accel,
                          accel_reason=accel_reason, machine_profile=machine_profile,
-                         boot_timeout=args.boot_timeout, reproduce=_reproduce(args, features) +
+                         boot_timeout=args.boot_timeout, append=shlex.split(args.append),
+                         reproduce=_reproduce(args, features) +
                          f" --seed {seed}", payload_names=payload_names)
     ctx = RunContext(options, kernel, record)
     plugin = KvmconfPlugin(ctx, record, suites, args.case,

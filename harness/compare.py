@@ -72,8 +72,8 @@ def _diff(expected: Any, observed: Any, path: str) -> tuple[str, Any, Any] | Non
         if len(expected) != len(observed):
             return f"{path}.length", len(expected), len(observed)
         return None
-    if expected != observed or type(expected) is not type(observed) and not (
-            isinstance(expected, (int, float)) and isinstance(observed, (int, float))):
+    # True == 1 in Python; in a trace a flag and a number are different things.
+    if expected != observed or isinstance(expected, bool) != isinstance(observed, bool):
         return path, expected, observed
     return None
 

@@ -29,6 +29,7 @@ class RunOptions:
     accel_reason: str
     machine_profile: Profile
     boot_timeout: float = 120.0
+    append: list[str] = field(default_factory=list)   # extra kernel command line
     reproduce: str = "kvmconf run"
     payload_names: list[str] = field(default_factory=list)
 
@@ -48,6 +49,8 @@ class RunContext:
                 payloads[name] = payload_build.build(name).path
             except HarnessError as e:
                 self.payload_errors[name] = str(e)
+            except Exception as e:  # a bug in a feature's checks: that feature ERRORs
+                self.payload_errors[name] = f"payload {name}: checks crashed: {type(e).__name__}: {e}"
         if "probe" in self.payload_errors:
             raise HarnessError(self.payload_errors["probe"])
         image = build_base(self.kernel, payloads, self.options.machine_profile.module_groups)
@@ -66,12 +69,15 @@ class RunContext:
             initrd = self._prepare_image()
             machine = Machine(self.options.machine_profile.name, self.options.machine_profile,
                               self.kernel.bzimage, initrd, self.workdir, self.options.output,
-                              accel=self.options.accel)
+                              accel=self.options.accel, extra_append=self.options.append)
             self._guest = Guest.boot(machine, self._keys, self.payload_errors,
                                      self.options.boot_timeout)
         except HarnessError as e:
             self._boot_error = e
             raise
+        except Exception as e:  # a harness bug: the cases ERROR, they do not FAIL
+            self._boot_error = HarnessError(f"harness error while booting: {type(e).__name__}: {e}")
+            raise self._boot_error from e
         self.record.data["timing"]["boot_to_ready_s"] = round(self._guest.boot_to_ready_s, 3)
         self.record.data["platform"]["capabilities"]["guest"] = self._guest.capabilities
         self.record.write()

@@ -34,6 +34,7 @@ fi
 
 ip link set lo up
 ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
-dropbear -r /etc/dropbear/host_key -s -g -p 22 -P /run/dropbear.pid
+# kvmconf.sshd=0 on the command line keeps the SSH server down (fault-injection tests).
+grep -qw kvmconf.sshd=0 /proc/cmdline || dropbear -r /etc/dropbear/host_key -s -g -p 22 -P /run/dropbear.pid
 echo "kvmconf: ready"
 while :; do sleep 3600; done

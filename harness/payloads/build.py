@@ -72,7 +72,7 @@ def check(name: str, path: Path) -> dict[str, int]:
     """Generic ELF checks (static x86-64 executable), then the feature's own, if any.
 
     A feature module harness/payloads/<name>.py may define
-    `check_elf(elf: ELFFile, symbols: dict[str, int]) -> None` raising HarnessError.
+    `elf_checks(elf: ELFFile, symbols: dict[str, int]) -> list[str]`, the problems found.
     """
     with open(path, "rb") as f:
         elf = ELFFile(f)
@@ -89,6 +89,7 @@ def check(name: str, path: Path) -> dict[str, int]:
             if e.name != f"harness.payloads.{name}":
                 raise
             feature = None
-        if feature is not None and hasattr(feature, "check_elf"):
-            feature.check_elf(elf, symbols)
+        found = feature.elf_checks(elf, symbols) if hasattr(feature, "elf_checks") else []
+        if found:
+            raise HarnessError(f"payload {name}: ELF check failed: {'; '.join(found)}")
     return symbols

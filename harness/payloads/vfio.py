@@ -154,21 +154,191 @@ RANDOM_KINDS = ("info", "map", "unmap", "unmap_bitmap", "start", "stop", "dirty_
 
 
 # ---------------------------------------------------------------------------
-# ELF checks (optional part of the contract)
+# ELF checks (called by harness/payloads/build.py after the generic ones)
 
-def check_elf(path: str) -> list[str]:
-    """Problems with a built VFIO payload (empty when fine): static, x86-64, main."""
-    from elftools.elf.elffile import ELFFile
+# Functions the VFIO payload must contain: the user-bitmap buffer with guard
+# words and the edu DMA engine driver (static, so they survive as local
+# symbols in .symtab).
+REQUIRED_SYMBOLS = ("main", "vfio_ubuf_setup", "vfio_ubuf_emit", "vfio_edu_dma", "vp")
 
-    problems = []
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        if elf["e_machine"] != "EM_X86_64":
-            problems.append(f"{path}: not x86-64 ({elf['e_machine']})")
-        if any(seg["p_type"] == "PT_INTERP" for seg in elf.iter_segments()):
-            problems.append(f"{path}: dynamically linked (has PT_INTERP)")
-        symtab = elf.get_section_by_name(".symtab")
-        names = {s.name for s in symtab.iter_symbols()} if symtab else set()
-        if symtab is not None and "main" not in names:
-            problems.append(f"{path}: symbol main missing")
+
+def elf_checks(elf, symbols: dict[str, int]) -> list[str]:
+    """Problems with a built VFIO payload (empty when fine)."""
+    problems = [f"symbol {name} missing (not the VFIO payload?)"
+                for name in REQUIRED_SYMBOLS if name not in symbols]
+    if elf.get_section_by_name(".symtab") is None:
+        problems.append("no .symtab (stripped)")
     return problems
+
+
+# ---------------------------------------------------------------------------
+# Random op-scripts (hypothesis) and shrinking
+
+BASE_IOVA = 0x100000
+SIZES_PAGES = (1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70, 100, 128)
+# weights of the action kinds (a kind listed k times is drawn k times as often)
+KIND_WEIGHTS = (["map"] * 7 + ["get"] * 7 + ["unmap_bitmap"] * 3 + ["unmap"] * 2
+                + ["start"] * 3 + ["stop"] * 1 + ["dirty_bad"] * 1 + ["info"] * 1
+                + ["dma"] * 1 + ["ext"] * 1)
+
+
+def script_strategy(min_actions: int = 5, max_actions: int = 30):
+    """Hypothesis strategy of normalised v2 op-scripts.
+
+    The generator keeps an optimistic picture of the container (which maps it
+    asked for, whether tracking was started) only to aim ranges at mapping
+    boundaries often; the reference model, not this picture, predicts results.
+    """
+    from hypothesis import strategies as st
+
+    @st.composite
+    def build(draw):
+        n = draw(st.integers(min_actions, max_actions))
+        maps: list[tuple[int, int, int]] = []     # (first page, pages, flags)
+        tracking = False
+        actions: list[dict] = []
+
+        def page_range(kind: str) -> tuple[int, int]:
+            """(iova, size) in bytes for a get/unmap."""
+            choice = draw(st.integers(0, 9))
+            if choice < 3 or not maps:
+                return BASE_IOVA, 512 * PAGE                       # everything
+            ordered = sorted(maps)
+            if choice < 8:                                         # whole mappings
+                i = draw(st.integers(0, len(ordered) - 1))
+                j = draw(st.integers(i, min(len(ordered) - 1, i + 3)))
+                first = ordered[i][0]
+                last = ordered[j][0] + ordered[j][1]
+                if draw(st.booleans()):                            # from a gap below
+                    first = max(0, first - draw(st.integers(0, 70)))
+                return BASE_IOVA + first * PAGE, (last - first) * PAGE
+            first = draw(st.integers(0, 300))                      # anywhere
+            return BASE_IOVA + first * PAGE, draw(st.sampled_from(SIZES_PAGES)) * PAGE
+
+        def perturb(a: dict) -> dict:
+            """Now and then one wrong argument."""
+            if draw(st.integers(0, 9)) != 0:
+                return a
+            what = draw(st.sampled_from(["pgsize", "bsize", "argsz", "iova", "size", "data",
+                                         "fill", "wrap"]))
+            if what == "pgsize":
+                a["pgsize"] = draw(st.sampled_from([0, 2048, 8192, 0x200000]))
+            elif what == "bsize":
+                a["bsize"] = max(0, a["bsize"] - draw(st.sampled_from([1, 8, a["bsize"]])))
+            elif what == "argsz":
+                a["argsz"] = draw(st.sampled_from([8, 24, 47, 40]))
+            elif what == "iova":
+                a["iova"] += 0x800
+            elif what == "size":
+                a["size"] = draw(st.sampled_from([0, a["size"] + 0x800]))
+            elif what == "data":
+                a["data"] = draw(st.sampled_from([1, 2]))
+            elif what == "fill":
+                a["fill"] = 1
+            else:
+                a["iova"] = 0xFFFFFFFFFFFFF000
+                a["size"] = draw(st.sampled_from([0x1000, 0x2000]))
+            return a
+
+        for _ in range(n):
+            kind = draw(st.sampled_from(KIND_WEIGHTS))
+            if kind == "start" or (kind == "get" and not tracking and draw(st.integers(0, 3)) == 0):
+                actions.append({"op": "dirty", "flags": 1})
+                tracking = True
+                if kind == "start":
+                    continue
+            if kind == "map":
+                first = draw(st.integers(0, 300))
+                pages = draw(st.sampled_from(SIZES_PAGES))
+                voff = draw(st.integers(0, ARENA // PAGE - pages)) * PAGE
+                flags = draw(st.sampled_from([3, 3, 3, 1, 2]))
+                actions.append({"op": "map", "iova": BASE_IOVA + first * PAGE,
+                                "size": pages * PAGE, "voff": voff, "flags": flags})
+                if not any(f < first + pages and first < f + p for f, p, _ in maps):
+                    maps.append((first, pages, flags))
+            elif kind in ("get", "unmap_bitmap", "unmap"):
+                iova, size = page_range(kind)
+                if kind == "unmap":
+                    a = {"op": "unmap", "iova": iova, "size": size}
+                else:
+                    a = {"op": "get" if kind == "get" else "unmap", "iova": iova, "size": size}
+                    if kind == "unmap_bitmap":
+                        a["flags"] = 1
+                    a = normalise_action(a)
+                    a = perturb(a)
+                if a["op"] == "unmap" and a.get("argsz", 48) >= 24:
+                    lo, hi = (iova - BASE_IOVA) // PAGE, (iova + size - BASE_IOVA) // PAGE
+                    maps[:] = [m for m in maps if not (lo <= m[0] < hi)]
+                actions.append(a)
+            elif kind == "stop":
+                actions.append({"op": "dirty", "flags": 2})
+                tracking = False
+            elif kind == "dirty_bad":
+                actions.append(draw(st.sampled_from([
+                    {"op": "dirty", "flags": 0}, {"op": "dirty", "flags": 3},
+                    {"op": "dirty", "flags": 8}, {"op": "dirty", "flags": 1, "argsz": 4},
+                    {"op": "dirty", "flags": 4}, {"op": "dirty", "flags": 4, "argsz": 48},
+                    {"op": "dirty", "flags": 2, "null": 1}])))
+            elif kind == "info":
+                actions.append({"op": "info", "argsz": draw(st.sampled_from([4096, 4096, 16, 20, 24, 15]))})
+            elif kind == "ext":
+                actions.append({"op": "ext", "arg": draw(st.sampled_from([1, 3, 6, 9, 10, 2, 8]))})
+            elif kind == "dma":
+                def inside() -> int:
+                    if maps and draw(st.integers(0, 9)) < 9:
+                        f, p, _ = draw(st.sampled_from(maps))
+                        return BASE_IOVA + (f + draw(st.integers(0, p - 1))) * PAGE
+                    return BASE_IOVA + draw(st.integers(0, 450)) * PAGE
+                src, dst = inside(), inside()
+                length = draw(st.sampled_from([64, 256, 4096]))
+                actions.append({"op": "dma", "src": src, "dst": dst, "len": length})
+        return normalise({"iommu": "v2", "actions": actions[:max_actions]})
+
+    return build()
+
+
+def generate(seed: int, count: int, min_actions: int = 5, max_actions: int = 30) -> list[dict]:
+    """`count` op-scripts drawn by hypothesis, deterministic for `seed`."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+
+    out: list[dict] = []
+
+    @hseed(seed)
+    @settings(max_examples=count, phases=[Phase.generate], database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(script_strategy(min_actions, max_actions))
+    def collect(script):
+        if len(script["actions"]) >= min_actions:
+            out.append(script)
+
+    collect()
+    return out
+
+
+def shrink(script: dict, still_fails, max_rounds: int = 40) -> dict:
+    """Smallest script found for which `still_fails` holds, by removing actions.
+
+    `still_fails(candidates) -> list[bool]` judges a batch of candidates at
+    once (one payload run in the guest per round).  Delta debugging: remove
+    chunks of n/2, n/4, ... 1 actions; keep the first candidate that still
+    fails; stop when no single action can go.
+    """
+    current = script
+    chunk = max(1, len(current["actions"]) // 2)
+    rounds = 0
+    while rounds < max_rounds and current["actions"]:
+        rounds += 1
+        acts = current["actions"]
+        candidates = [{"iommu": current["iommu"], "actions": acts[:i] + acts[i + chunk:]}
+                      for i in range(0, len(acts), chunk)]
+        verdicts = still_fails(candidates)
+        failing = [c for c, bad in zip(candidates, verdicts) if bad]
+        if failing:
+            current = failing[0]
+            chunk = min(chunk, max(1, len(current["actions"]) // 2))
+        elif chunk > 1:
+            chunk //= 2
+        else:
+            break
+    return current

@@ -1,0 +1,36 @@
+"""Shared helpers of the project's tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+def kvmconf(*args: str, env: dict | None = None, timeout: float = 540,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run the real `kvmconf` command line (as a user would), with a deadline."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, start_new_session=True)
+
+
+def load_run(folder: Path) -> dict:
+    return json.loads((folder / "run.json").read_text())
+
+
+def statuses(record: dict) -> dict[str, str]:
+    return {c["id"]: c["status"] for c in record["cases"]}
+
+
+@pytest.fixture(scope="session")
+def debian_kernel():
+    """Debian's packaged kernel under test (downloaded into the cache once)."""
+    from harness.kernel import debian
+    return debian.fetch()

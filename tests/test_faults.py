@@ -1,0 +1,121 @@
+"""Bad input and faults: each runs the real `kvmconf` and checks status, message, exit code."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.results.schema import problems
+from tests.conftest import REPO, kvmconf, load_run, statuses
+
+SMOKE_FEW = ["--suite", "smoke"]
+
+
+def _one_line_error(done) -> str:
+    lines = [l for l in done.stderr.splitlines() if l.startswith("kvmconf: ")]
+    assert lines, done.stderr[-1500:]
+    return lines[-1]
+
+
+def test_unknown_feature(tmp_path):
+    done = kvmconf("run", "--features", "syndbg,warpdrive", "--output", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert _one_line_error(done) == ("kvmconf: --features syndbg,warpdrive: unknown feature "
+                                     "'warpdrive' (known: syndbg, vfio, sev_es, pebs_pt)")
+
+
+def test_kernel_path_missing_or_not_a_bzimage(tmp_path):
+    done = kvmconf("run", "--kernel", str(tmp_path / "nope"), "--output", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert _one_line_error(done) == f"kvmconf: --kernel {tmp_path / 'nope'}: no such file"
+    (tmp_path / "bz").write_bytes(b"\x7fELF" + b"\0" * 4096)
+    done = kvmconf("run", "--kernel", str(tmp_path / "bz"), "--output", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert _one_line_error(done) == f"kvmconf: --kernel {tmp_path / 'bz'}: not a bzImage (no x86 boot header)"
+
+
+def test_output_not_writable(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = kvmconf("run", "--output", str(tmp_path / "file" / "run"))
+    assert done.returncode == 2
+    assert _one_line_error(done) == f"kvmconf: --output {tmp_path / 'file' / 'run'}: not writable (Not a directory)"
+
+
+@pytest.mark.e2e
+def test_missing_qemu_binary_errors_every_case_and_records_them(tmp_path, debian_kernel):
+    out = tmp_path / "o"
+    done = kvmconf("run", *SMOKE_FEW, "--output", str(out), "--history", str(tmp_path / "h"),
+                   env={"KVMCONF_QEMU": "qemu-system-nonexistent"})
+    assert done.returncode == 2
+    assert "QEMU binary 'qemu-system-nonexistent' not found" in _one_line_error(done)
+    record = load_run(out)
+    assert problems(record) == []
+    assert set(statuses(record).values()) == {"ERROR"}
+    assert all("qemu-system-nonexistent" in c["reason"] for c in record["cases"])
+
+
+@pytest.mark.e2e
+def test_kernel_panic_at_boot_fails_the_boot_case_with_the_panic_lines(tmp_path, debian_kernel):
+    out = tmp_path / "o"
+    # No init in the initramfs path given: the kernel panics with "No working init found".
+    done = kvmconf("run", *SMOKE_FEW, "--output", str(out), "--history", str(tmp_path / "h"),
+                   "--append", "rdinit=/nonexistent init=/nonexistent")
+    assert done.returncode == 1, done.stderr[-1500:]
+    record = load_run(out)
+    assert problems(record) == []
+    cases = {c["id"]: c for c in record["cases"]}
+    assert cases["smoke/boot"]["status"] == "FAIL"
+    assert "Kernel panic - not syncing" in cases["smoke/boot"]["reason"]
+    others = [c for cid, c in cases.items() if cid != "smoke/boot"]
+    assert others and all(c["status"] == "ERROR" and "failed to boot" in c["reason"] for c in others)
+    assert "Kernel panic" in (out / "all.serial.log").read_text()
+
+
+@pytest.mark.e2e
+def test_guest_without_ssh_is_an_error_with_evidence(tmp_path, debian_kernel):
+    out = tmp_path / "o"
+    done = kvmconf("run", "--case", "smoke/boot", "--case", "smoke/ssh", "--output", str(out),
+                   "--history", str(tmp_path / "h"), "--append", "kvmconf.sshd=0",
+                   "--boot-timeout", "25")
+    assert done.returncode == 2
+    assert "SSH on 127.0.0.1" in _one_line_error(done) and "not ready by the deadline" in done.stderr
+    record = load_run(out)
+    assert statuses(record) == {"smoke/boot": "ERROR", "smoke/ssh": "ERROR"}
+    evidence = (out / "all.hang.txt").read_text()
+    assert "query-status" in evidence and "RIP=" in evidence and "kvmconf: ready" in evidence
+
+
+@pytest.mark.e2e
+def test_sigkill_mid_run_leaves_a_valid_record_and_no_qemu(tmp_path, debian_kernel):
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *SMOKE_FEW, "--output", str(out),
+                             "--history", str(tmp_path / "h")], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if any(c["status"] == "PASS" for c in json.loads((out / "run.json").read_text())["cases"]):
+                    break
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
+            assert proc.poll() is None, "run ended before any case passed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no case passed within 300 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    record = load_run(out)
+    assert problems(record) == []
+    states = list(statuses(record).values())
+    assert "PASS" in states and "MISS" in states
+    time.sleep(1.0)  # PR_SET_PDEATHSIG delivery is immediate; leave a margin for the reaper
+    leftover = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], f"QEMU processes left behind: {leftover}"
