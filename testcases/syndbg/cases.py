@@ -1,0 +1,282 @@
+"""Named syndbg conformance cases, as data (spec syndbg.md section 6).
+
+Each case: id (`syndbg/<group>/<name>`), rationale, script (the op-script
+format of harness/reference/syndbg.py).  The expected trace is never written
+here: the reference model predicts it, so a case checks the kernel against
+the model's cited rules.  `spec` names the row of the spec's table.
+"""
+from __future__ import annotations
+
+OSID = 0x1000101010001          # the KDNet GUEST_OS_ID
+IN, OUT = 0x30000, 0x31000      # guest pages for hypercall input/output
+CONTROL, STATUS, SEND, RECV, PENDING, OPTIONS = (
+    0x400000F1, 0x400000F2, 0x400000F3, 0x400000F4, 0x400000F5, 0x400000FF)
+SIX = (CONTROL, STATUS, SEND, RECV, PENDING, OPTIONS)
+GUEST_OS_ID, HYPERCALL = 0x40000000, 0x40000001
+
+
+def wr(msr, value, vcpu=0, **kw):
+    return {"op": "wrmsr", "vcpu": vcpu, "msr": msr, "value": value, **kw}
+
+
+def rd(msr, vcpu=0, **kw):
+    return {"op": "rdmsr", "vcpu": vcpu, "msr": msr, **kw}
+
+
+def hset(msr, value, vcpu=0):
+    return {"op": "set_msr", "vcpu": vcpu, "msr": msr, "value": value}
+
+
+def hget(msr, vcpu=0):
+    return {"op": "get_msr", "vcpu": vcpu, "msr": msr}
+
+
+def hc(control, insn="native", vcpu=0, ingpa=IN, outgpa=OUT, **kw):
+    return {"op": "hcall", "vcpu": vcpu, "insn": insn, "control": control,
+            "ingpa": ingpa, "outgpa": outgpa, **kw}
+
+
+def osid(vcpu=0):
+    return wr(GUEST_OS_ID, OSID, vcpu)
+
+
+def opt(vcpu=0):
+    return wr(OPTIONS, 0x4, vcpu)
+
+
+def vcpu(**kw):
+    return kw
+
+
+NO_SD = vcpu(sd="absent")
+HV_OFF = vcpu(hv=False, sd="absent")
+
+
+def case(id, spec, rationale, actions, vcpus=None, **script):
+    return {"id": f"syndbg/{id}", "spec": spec, "rationale": rationale,
+            "script": {"vcpus": vcpus or [{}], "actions": actions, **script}}
+
+
+CASES = [
+    # ---- discovery -----------------------------------------------------------
+    case("discovery/hv-cpuid-e2big", "#1",
+         "KVM_GET_SUPPORTED_HV_CPUID with nent=0 on the system fd fails with E2BIG.",
+         [{"op": "hv_cpuid", "fd": "system", "nent": 0}]),
+    case("discovery/hv-cpuid-system", "#2",
+         "The system-fd HV CPUID lists 10 leaves with the syndbg leaves and feature bits.",
+         [{"op": "hv_cpuid", "fd": "system", "nent": 64}]),
+    case("discovery/hv-cpuid-vcpu", "#3",
+         "The vCPU-fd HV CPUID reports the same syndbg leaves as the system fd.",
+         [{"op": "hv_cpuid", "fd": "vcpu", "vcpu": 0, "nent": 64},
+          {"op": "hv_cpuid", "fd": "vcpu", "vcpu": 0, "nent": 9}]),
+    case("discovery/msr-index-list", "#4",
+         "KVM_GET_MSR_INDEX_LIST has F1-F5 and FF, and nothing else in 0x400000F0-FF.",
+         [{"op": "msr_list"}]),
+    case("discovery/no-syndbg-capability", "4.2",
+         "Mainline never had KVM_CAP_HYPERV_SYNDBG (180, v7/v8 only): not advertised and "
+         "KVM_ENABLE_CAP(180) on a vCPU fails with EINVAL.",
+         [{"op": "check_ext", "cap": 180}, {"op": "enable_cap", "vcpu": 0, "cap": 180, "arg": 0}]),
+
+    # ---- host-initiated access ----------------------------------------------
+    case("host/set-get-all-six-without-hyperv", "#6",
+         "Host KVM_SET_MSRS/KVM_GET_MSRS skip every gate: arbitrary values read back "
+         "exactly with no Hv#1 and no 0x40000082.",
+         [hset(m, v) for m, v in zip(SIX, (0xFFFFFFFFFFFFFFFF, 0xDEADBEEFCAFEF00D, 0x1000,
+                                           0x2000, 0x8000000000000001, 0x4))]
+         + [hget(m) for m in SIX], vcpus=[HV_OFF]),
+    case("host/control-pending-writes-never-exit", "#7",
+         "Host writes of CONTROL and PENDING_BUFFER do not exit (syndbg_set_msr `if (!host)`); "
+         "the first KVM_RUN reaches the guest's ucall.",
+         [hset(CONTROL, 1), hset(PENDING, 0x1000), {"op": "nop", "vcpu": 0}, rd(CONTROL)]),
+    case("host/options-shared-across-vcpus", "#8",
+         "The syndbg state is per VM: OPTIONS set on vCPU0 reads back on vCPU1.",
+         [hset(OPTIONS, 0x4, vcpu=0), hget(OPTIONS, vcpu=1)], vcpus=[{}, {}]),
+    case("host/guest-and-host-see-one-state", "3.3",
+         "A guest write is seen by KVM_GET_MSRS and a host write by the guest's RDMSR.",
+         [wr(SEND, 0xA000), hget(SEND), hset(RECV, 0xB000), rd(RECV)]),
+
+    # ---- guest MSR gating --------------------------------------------------
+    case("gating/no-hv-signature-gp", "#9",
+         "Without Hv#1 in 0x40000001.EAX, guest access to STATUS is #GP even with 0x40000082.",
+         [rd(STATUS), wr(STATUS, 0)], vcpus=[vcpu(hv=False)]),
+    case("gating/platform-caps-absent-gp", "#10",
+         "Without the 0x40000082 entry every guest RDMSR/WRMSR of the six MSRs is #GP and "
+         "nothing exits (v7 ignored such accesses and read 0).",
+         [a for m in SIX for a in (rd(m), wr(m, 0))], vcpus=[NO_SD]),
+    case("gating/platform-caps-eax-zero-gp", "#10",
+         "An 0x40000082 entry with EAX bit 1 clear does not enable syndbg either.",
+         [a for m in SIX for a in (rd(m), wr(m, 0))], vcpus=[vcpu(sd="zero")]),
+    case("gating/debug-msrs-bit-not-needed-without-enforce", "#11",
+         "With ENFORCE_CPUID off, FEATURES.EDX bit 11 is not checked: all six work.",
+         [a for m in SIX for a in (wr(m, 0x10 + m - CONTROL), rd(m))], vcpus=[vcpu(dm=False)]),
+    case("gating/enforce-debug-msrs-bit-clear-gp", "#12",
+         "With ENFORCE_CPUID, FEATURES.EDX bit 11 clear makes STATUS #GP (hv_check_msr_access).",
+         [rd(STATUS), wr(STATUS, 0)], vcpus=[vcpu(dm=False, enforce=True)]),
+    case("gating/enforce-platform-caps-clear-gp", "#13",
+         "With ENFORCE_CPUID and EDX bit 11 but no 0x40000082 bit 1: #GP.",
+         [rd(STATUS), wr(STATUS, 0)], vcpus=[vcpu(sd="absent", enforce=True)]),
+    case("gating/enforce-all-bits-ok", "#14",
+         "With ENFORCE_CPUID, EDX bit 11 and 0x40000082 bit 1, STATUS reads 0 and accepts 0 "
+         "(selftest hyperv_features stages 41-43).",
+         [rd(STATUS), wr(STATUS, 0), rd(STATUS)], vcpus=[vcpu(enforce=True)]),
+    case("gating/unhandled-neighbours-gp", "#15",
+         "0x400000F0 and 0x400000F6-FE are not syndbg MSRs: #GP.",
+         [rd(0x400000F0), rd(0x400000F6), rd(0x400000FE), wr(0x400000F0, 0)]),
+    case("gating/user-space-msr-inval-exit", "#16",
+         "With KVM_CAP_X86_USER_SPACE_MSR(INVAL), a refused syndbg access exits as "
+         "KVM_EXIT_X86_{WR,RD}MSR reason INVAL; the VMM's error=1 gives #GP.",
+         [wr(CONTROL, 0x1234), rd(STATUS)], vcpus=[NO_SD], user_msr=True),
+    case("gating/user-space-msr-unknown-not-forwarded", "#16",
+         "An unknown MSR fails with reason UNKNOWN, which an INVAL-only mask does not "
+         "forward: plain #GP.",
+         [rd(0x400000F0)], user_msr=True),
+
+    # ---- guest MSR semantics -------------------------------------------------
+    case("msr/control-write-exits", "#17",
+         "A CONTROL write exits (type 3) with control, send/recv/pending pages, RIP past WRMSR.",
+         [wr(SEND, 0xA000), wr(RECV, 0xB000), wr(PENDING, 0xC000), wr(CONTROL, 0x00400001)]),
+    case("msr/control-status-write-back", "#18",
+         "After a CONTROL exit, the VMM's u.syndbg.status becomes the STATUS MSR.",
+         [wr(CONTROL, 2, status=0x00200005), rd(STATUS), hget(STATUS)]),
+    case("msr/control-without-reply-zeroes-status", "2, 3.2",
+         "KVM never writes the exit's status (0 in the buffer); a VMM that leaves it alone "
+         "turns STATUS into 0 on completion.",
+         [wr(STATUS, 0x55), wr(CONTROL, 1), rd(STATUS)]),
+    case("msr/pending-exit-no-write-back", "#19",
+         "A PENDING_BUFFER write exits with msr F5; its completion copies nothing to STATUS.",
+         [wr(STATUS, 0x11), wr(PENDING, 0xD000, status=0x99), rd(STATUS)]),
+    case("msr/plain-writes-no-exit", "#20",
+         "STATUS, SEND, RECV and OPTIONS writes do not exit and read back from guest and host.",
+         [wr(STATUS, 0x1), wr(SEND, 0x2000), wr(RECV, 0x3000), wr(OPTIONS, 0x7),
+          rd(STATUS), rd(SEND), rd(RECV), rd(OPTIONS),
+          hget(STATUS), hget(SEND), hget(RECV), hget(OPTIONS)]),
+    case("msr/reads-never-exit", "#21",
+         "RDMSR never exits; CONTROL keeps the SEND/RECV bits KVM never clears.",
+         [wr(CONTROL, 0x00100003, status=1)] + [rd(m) for m in SIX] + [rd(m) for m in SIX]),
+    case("msr/all-ones", "#22",
+         "All-ones writes are stored unvalidated; only F1 and F5 exit.",
+         [wr(m, 0xFFFFFFFFFFFFFFFF) for m in SIX] + [rd(m) for m in SIX]),
+    case("msr/back-to-back-control", "#23",
+         "Two CONTROL writes give two exits, control X1 then X2.",
+         [wr(CONTROL, 0x11, status=1), wr(CONTROL, 0x22, status=4), rd(STATUS)]),
+    case("msr/pending-exit-on-writing-vcpu", "#24",
+         "vCPU1's PENDING write exits on vCPU1; vCPU0 reads the shared value.",
+         [wr(PENDING, 0xE000, vcpu=1), rd(PENDING, vcpu=0), {"op": "nop", "vcpu": 0}],
+         vcpus=[{}, {}]),
+    case("msr/per-vcpu-cpuid-gate", "#25",
+         "The state is shared but each vCPU is gated by its own CPUID: vCPU1 without "
+         "0x40000082 gets #GP while vCPU0 reads.",
+         [wr(SEND, 0xF000, vcpu=0), rd(SEND, vcpu=1), rd(SEND, vcpu=0)],
+         vcpus=[{}, NO_SD]),
+    case("msr/control-status-shared-across-vcpus", "3.2",
+         "A CONTROL completion on vCPU0 sets the VM-wide STATUS that vCPU1 reads.",
+         [wr(CONTROL, 1, vcpu=0, status=0x77), rd(STATUS, vcpu=1)], vcpus=[{}, {}]),
+
+    # ---- hypercalls -------------------------------------------------------
+    case("hcall/syndbg-off-invalid-code", "#26",
+         "Without syndbg, slow 0x69/0x6a/0x6b return INVALID_HYPERCALL_CODE (2), no exit.",
+         [osid(), opt(), hc(0x69), hc(0x6A), hc(0x6B)], vcpus=[NO_SD]),
+    case("hcall/fast-post-retrieve-invalid-parameter-syndbg-off", "#27",
+         "The fast bit on POST/RETRIEVE is checked before syndbg: INVALID_PARAMETER (5).",
+         [osid(), hc(0x10069), hc(0x1006A)], vcpus=[NO_SD]),
+    case("hcall/options-clear-operation-denied", "#28",
+         "Syndbg on but OPTIONS bit 2 clear: OPERATION_DENIED (8), no exit.",
+         [osid(), hc(0x69), hc(0x6A), hc(0x6B)]),
+    case("hcall/post-exits-result-to-rax", "#29",
+         "A slow POST exits (type 2) with input and GPAs; the VMM result lands in RAX.",
+         [osid(), opt(), hc(0x69, result=0x1234567800000013)]),
+    case("hcall/fast-post-retrieve-invalid-parameter", "#30",
+         "Fast POST/RETRIEVE with syndbg on: INVALID_PARAMETER (5), no exit.",
+         [osid(), opt(), hc(0x10069), hc(0x1006A)]),
+    case("hcall/fast-reset-passes-through", "#30b",
+         "Fast RESET is not refused: it exits with bit 16 in input.",
+         [osid(), opt(), hc(0x1006B, ingpa=0x1111, outgpa=0x2222, result=0)]),
+    case("hcall/rep-fields-unvalidated", "#31",
+         "Rep count, rep start and var-header size reach userspace unvalidated in input.",
+         [osid(), opt(), hc(0x6A | (1 << 17) | (3 << 32) | (2 << 48), result=0x300000000)]),
+    case("hcall/reserved-bits-invalid-input", "#32",
+         "Reserved control bits 27, 44 or 63: INVALID_HYPERCALL_INPUT (3), no exit.",
+         [osid(), opt(), hc(0x6B | (1 << 27)), hc(0x6B | (1 << 44)), hc(0x6B | (1 << 63))]),
+    case("hcall/enforce-no-debugging-privilege-access-denied", "#33",
+         "ENFORCE_CPUID with syndbg but FEATURES.EBX bit 11 clear: ACCESS_DENIED (6).",
+         [osid(), opt(), hc(0x69), hc(0x6A), hc(0x6B)], vcpus=[vcpu(dbg=False, enforce=True)]),
+    case("hcall/enforce-syndbg-off-invalid-code", "#33b",
+         "ENFORCE_CPUID without syndbg: the access check passes on purpose, code 2.",
+         [osid(), hc(0x69), hc(0x6A), hc(0x6B)],
+         vcpus=[vcpu(sd="absent", dbg=False, enforce=True)]),
+    case("hcall/enforce-all-bits-options-clear-denied", "#33c",
+         "ENFORCE_CPUID with every bit but OPTIONS = 0: OPERATION_DENIED (8).",
+         [osid(), hc(0x69), hc(0x6A), hc(0x6B)], vcpus=[vcpu(enforce=True)]),
+    case("hcall/reserved-bits-after-access-check", "3.5",
+         "ACCESS_DENIED is checked before the reserved bits.",
+         [osid(), opt(), hc(0x6B | (1 << 63))], vcpus=[vcpu(dbg=False, enforce=True)]),
+    case("hcall/cpl3-native-ud", "#34",
+         "The native instruction at CPL3 with Hyper-V hypercalls on: #UD, no exit.",
+         [osid(), opt(), hc(0x6B, cpl=3)]),
+    case("hcall/cpl3-foreign-insn", "3.7",
+         "The other vendor's instruction at CPL3: on AMD VMCALL is Priv in the emulator "
+         "(#GP); on Intel VMMCALL is patched and then #UD.",
+         [osid(), opt(), hc(0x6B, insn="foreign", cpl=3)]),
+    case("hcall/no-guest-os-id-pv-path", "#35",
+         "Without GUEST_OS_ID the Hyper-V path is off: KVM PV ABI, RAX = -KVM_ENOSYS.",
+         [opt(), hc(0x6B, rax=0)]),
+    case("hcall/no-guest-os-id-pv-path-cpl3", "3.4",
+         "PV path at CPL3: RAX = -KVM_EPERM.",
+         [opt(), hc(0x6B, rax=0, cpl=3)]),
+    case("hcall/no-hypercall-page-needed", "#36",
+         "GUEST_OS_ID alone enables the Hyper-V path; HV_X64_MSR_HYPERCALL never written.",
+         [osid(), opt(), hc(0x6B, result=0x42)]),
+    case("hcall/hypercall-msr-ignored-without-guest-os-id", "#36b",
+         "Writing HV_X64_MSR_HYPERCALL while GUEST_OS_ID is 0 is silently ignored.",
+         [wr(HYPERCALL, 0x50001), rd(HYPERCALL)], vcpus=[NO_SD]),
+    case("hcall/guest-os-id-zero-clears-page-enable", "3.6",
+         "GUEST_OS_ID = 0 clears the hypercall page enable bit and turns the Hyper-V path off.",
+         [osid(), wr(HYPERCALL, 0x50001), rd(HYPERCALL), wr(GUEST_OS_ID, 0), rd(HYPERCALL),
+          opt(), hc(0x6B)]),
+    case("hcall/enforce-no-hypercall-msrs-bit", "3.6",
+         "Under ENFORCE_CPUID without FEATURES.EAX bit 5 the guest cannot set GUEST_OS_ID, "
+         "so hypercalls stay on the PV path.",
+         [osid(), opt(), hc(0x6B)], vcpus=[vcpu(hc=False, enforce=True)]),
+
+    # ---- both instructions, the quirk -----------------------------------------
+    case("insn/foreign-insn-rewritten", "#37",
+         "The other vendor's hypercall instruction is rewritten in place to the native one "
+         "(KVM_X86_QUIRK_FIX_HYPERCALL_INSN) and then exits.",
+         [osid(), opt(), hc(0x6B, insn="foreign", result=7), hc(0x6B, insn="foreign", result=8)]),
+    case("insn/native-insn-untouched", "#37",
+         "The native instruction exits directly and its bytes are left alone.",
+         [osid(), opt(), hc(0x6B, insn="native", result=9)]),
+    case("insn/quirk-disabled-foreign-ud", "#38",
+         "With the quirk disabled the foreign instruction gets #UD, code unchanged.",
+         [osid(), opt(), hc(0x6B, insn="foreign")], quirk_fix=False),
+    case("insn/quirk-disabled-native-exits", "#38",
+         "Disabling the quirk does not affect the native instruction.",
+         [osid(), opt(), hc(0x6B, insn="native", result=3)], quirk_fix=False),
+
+    # ---- 32-bit ABI -----------------------------------------------------------
+    case("abi32/register-pairs", "#39",
+         "32-bit protected mode: control EDX:EAX, GPAs EBX:ECX and EDI:ESI, result in EDX:EAX.",
+         [osid(), opt(), hc(0x6B, ingpa=0x1234567800030000, outgpa=0xABCDEF0000031000,
+                            result=0x1234567800000013)], mode=32),
+    case("abi32/status-in-edx-eax", "#34b",
+         "32-bit: KVM's own status (OPERATION_DENIED) comes back as EDX=0, EAX=8.",
+         [osid(), hc(0x6B | (0x12 << 32))], mode=32),
+    case("abi32/foreign-insn-rewritten", "#37",
+         "32-bit: the foreign instruction is rewritten too.",
+         [osid(), opt(), hc(0x69, insn="foreign", result=0xFFFFFFFF00000000)], mode=32),
+    case("abi32/no-guest-os-id-pv-path", "3.4",
+         "32-bit PV path: -KVM_ENOSYS truncated to 32 bits.",
+         [hc(0x6B)], mode=32),
+
+    # ---- CPUID changes ---------------------------------------------------------
+    case("cpuid/set-cpuid-after-run-einval", "#40",
+         "A different KVM_SET_CPUID2 after KVM_RUN is EINVAL and syndbg stays on; "
+         "the identical table is accepted.",
+         [{"op": "nop", "vcpu": 0}, {"op": "set_cpuid", "vcpu": 0, "sd": "absent"},
+          wr(SEND, 0x1000), rd(SEND), {"op": "set_cpuid", "vcpu": 0}]),
+    case("cpuid/set-cpuid-before-run-applies", "3.8",
+         "Before the first KVM_RUN a new table takes effect: removing 0x40000082 gates the MSRs.",
+         [{"op": "set_cpuid", "vcpu": 0, "sd": "absent"}, rd(SEND)]),
+]
+
+assert len({c["id"] for c in CASES}) == len(CASES), "duplicate case ids"
