@@ -125,6 +125,7 @@ def _reproduce(args, features: list[str]) -> str:
 def cmd_run(args) -> int:
     import pytest
 
+    from harness.kernel import pvh
     from harness.probe import choose_accel, host_capabilities, qemu_version
     from harness.results import history
     from harness.results.plugin import KvmconfPlugin
@@ -162,6 +163,7 @@ def cmd_run(args) -> int:
     record.data["platform"] = {"host_cpu": host["cpu_model"], "accel": accel,
                                "accel_reason": accel_reason, "qemu": qemu,
                                "machine_profile": machine_profile.name,
+                               "boot": "pvh-vmlinux" if pvh.boot_file(kernel) != kernel.bzimage else "bzimage",
                                "capabilities": {"host": host, "guest": None}}
     record.data["seed"] = seed
     record.write()
@@ -227,6 +229,7 @@ def print_summary(data: dict) -> None:
 def _boot_once(args, kernel, profile_name: str, logdir: Path):
     from harness.guest import Guest
     from harness.guestimage import build_base, with_keys
+    from harness.kernel import pvh
     from harness.machine import Machine
     from harness.machine.profiles import PROFILES
     from harness.payloads import build as payload_build
@@ -240,7 +243,7 @@ def _boot_once(args, kernel, profile_name: str, logdir: Path):
     image = build_base(kernel, {"probe": payload_build.build("probe").path}, profile.module_groups)
     keys = generate(workdir)
     initrd = with_keys(image, keys.client_public, keys.host_key_file, workdir / "initrd.cpio")
-    machine = Machine(profile.name, profile, kernel.bzimage, initrd, workdir, logdir, accel=accel)
+    machine = Machine(profile.name, profile, pvh.boot_file(kernel), initrd, workdir, logdir, accel=accel)
     return Guest.boot(machine, keys, {}, args.boot_timeout), accel, reason, workdir
 
 

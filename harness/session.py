@@ -9,7 +9,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guestimage import build_base, with_keys
-from harness.kernel import KernelImage
+from harness.kernel import KernelImage, pvh
 from harness.machine import Machine
 from harness.machine.profiles import Profile
 from harness.payloads import build as payload_build
@@ -68,7 +68,7 @@ class RunContext:
         try:
             initrd = self._prepare_image()
             machine = Machine(self.options.machine_profile.name, self.options.machine_profile,
-                              self.kernel.bzimage, initrd, self.workdir, self.options.output,
+                              pvh.boot_file(self.kernel), initrd, self.workdir, self.options.output,
                               accel=self.options.accel, extra_append=self.options.append)
             self._guest = Guest.boot(machine, self._keys, self.payload_errors,
                                      self.options.boot_timeout)

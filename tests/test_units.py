@@ -233,3 +233,27 @@ def test_kernel_reports_are_found_with_context_and_noise_is_not():
 def test_remote_quoting_survives_a_posix_shell(word):
     out = subprocess.run(["sh", "-c", f"printf %s {_quote(word)}"], capture_output=True, text=True)
     assert out.stdout == word
+
+
+# -- PVH boot file -------------------------------------------------------------------------
+def test_pvh_payload_is_found_by_the_setup_header_and_falls_back_without_a_note(tmp_path, monkeypatch):
+    import lzma
+    from harness.kernel import KernelImage, pvh
+    monkeypatch.setenv("KVMCONF_CACHE", str(tmp_path / "cache"))
+    elf = (tmp_path / "e.c")
+    elf.write_text("int main(void){return 0;}\n")
+    subprocess.run(["gcc", "-o", str(tmp_path / "e"), str(elf)], check=True)
+    payload = lzma.compress((tmp_path / "e").read_bytes(), format=lzma.FORMAT_XZ)
+    image = bytearray(5 * 512)
+    image[0x1F1] = 4
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x206, 0x20F)
+    struct.pack_into("<II", image, 0x248, 16, len(payload))
+    image += b"\0" * 16 + payload
+    assert pvh._payload(bytes(image)) == payload
+    assert pvh._decompress(payload) == (tmp_path / "e").read_bytes()
+    (tmp_path / "bz").write_bytes(bytes(image))
+    kernel = KernelImage("bzimage", "x", tmp_path / "bz", "ab" * 32)
+    # An ordinary ELF has no Xen PHYS32_ENTRY note: QEMU must get the bzImage.
+    assert pvh.boot_file(kernel) == tmp_path / "bz"
+    assert pvh.boot_file(kernel) == tmp_path / "bz"  # remembered

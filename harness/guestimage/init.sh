@@ -13,15 +13,23 @@ echo "kvmconf: init"
 
 has_flag() { grep -m1 '^flags' /proc/cpuinfo | grep -qw "$1"; }
 
-# /etc/kvmconf/modules: "group:alternative name path" in load order.
-while read -r spec name path; do
-  case "$spec" in
-    kvm:kvm-amd) has_flag svm || continue ;;
-    kvm:kvm-intel) has_flag vmx || continue ;;
-  esac
-  grep -q "^$name " /proc/modules && continue
-  insmod "$path" || echo "kvmconf: insmod $name failed"
-done < /etc/kvmconf/modules
+# /etc/kvmconf/modules: "group:alternative name path" in load order. Groups
+# load in parallel (module loading is slow under TCG); a module two groups
+# share is loaded once: the second insmod waits for the first and gets EEXIST.
+load_group() {
+  grep "^$1:" /etc/kvmconf/modules | while read -r spec name path; do
+    case "$spec" in
+      kvm:kvm-amd) has_flag svm || continue ;;
+      kvm:kvm-intel) has_flag vmx || continue ;;
+    esac
+    grep -q "^$name " /proc/modules && continue
+    insmod "$path" 2>/dev/null || grep -q "^$name " /proc/modules || echo "kvmconf: insmod $name failed"
+  done
+}
+for group in $(cut -d: -f1 /etc/kvmconf/modules | sort -u); do
+  load_group "$group" &
+done
+wait
 
 # The edu devices (1234:11e8) go to vfio-pci.
 if [ -d /sys/bus/pci/drivers/vfio-pci ]; then
