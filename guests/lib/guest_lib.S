@@ -70,6 +70,10 @@ g64_wrmsr:
 	outb %al, $UCALL_PORT_DONE
 	hlt
 g64_nop:
+	/* The NOP keeps the OUT off the stub's first byte: KVM completes the
+	 * previous action's OUT on the next KVM_RUN by skipping it only when RIP
+	 * still equals that OUT's address (complete_fast_pio_out). */
+	nop
 	outb %al, $UCALL_PORT_DONE
 	hlt
 
@@ -125,6 +129,7 @@ g32_wrmsr:
 	outb %al, $UCALL_PORT_DONE
 	hlt
 g32_nop:
+	nop
 	outb %al, $UCALL_PORT_DONE
 	hlt
 

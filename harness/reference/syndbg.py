@@ -506,7 +506,7 @@ class _Model:
                 else:
                     body = {"vcpu": a["vcpu"], "exits": []}
                     self._deliver_pending(v, a, body["exits"])
-                    body.update({"vector": None, "rip_advance": 0})
+                    body.update({"vector": None, "rip_advance": 1})   # guest_lib.S: nop; out
                 v.ran = True
             else:
                 body = self.host(a)
