@@ -28,7 +28,9 @@ from harness.machine.profiles import FEATURES, profile_for
 REPO = Path(__file__).resolve().parents[1]
 TESTCASES = REPO / "testcases"
 SUITES = ("smoke",) + FEATURES
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# A duplicate of fd 2, so progress lines reach the terminal even while pytest
+# captures the cases' output.
+err = Console(file=os.fdopen(os.dup(2), "w", buffering=1), highlight=False, soft_wrap=True)
 out = Console(highlight=False)
 
 
@@ -174,9 +176,10 @@ def cmd_run(args) -> int:
                          boot_timeout=args.boot_timeout, append=shlex.split(args.append),
                          reproduce=_reproduce(args, features) +
                          f" --seed {seed}", payload_names=payload_names)
-    ctx = RunContext(options, kernel, record)
-    plugin = KvmconfPlugin(ctx, record, suites, args.case,
-                           progress=lambda text: err.print(f"[dim]{text}[/dim]"))
+    def progress(text: str) -> None:
+        err.print(f"[dim]{text}[/dim]")
+    ctx = RunContext(options, kernel, record, progress)
+    plugin = KvmconfPlugin(ctx, record, suites, args.case, progress)
     err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), machine "
               f"{machine_profile.name}, accel {accel} ({accel_reason}), seed {seed}")
     pytest_args = [str(TESTCASES), "-p", "no:cacheprovider", "-q", "--no-header", "-rN",

@@ -35,8 +35,9 @@ class RunOptions:
 
 
 class RunContext:
-    def __init__(self, options: RunOptions, kernel: KernelImage, record):
+    def __init__(self, options: RunOptions, kernel: KernelImage, record, progress=None):
         self.options, self.kernel, self.record = options, kernel, record
+        self.progress = progress
         self.workdir = Path(tempfile.mkdtemp(prefix="kvmconf-run-"))  # 0700: sockets, keys
         self._guest: Guest | None = None
         self._boot_error: HarnessError | None = None
@@ -65,6 +66,9 @@ class RunContext:
         if self._boot_error is not None:
             raise HarnessError(f"machine {self.options.machine_profile.name} failed to boot: "
                                f"{str(self._boot_error).splitlines()[0]}")
+        if self.progress:
+            self.progress(f"booting machine {self.options.machine_profile.name} "
+                          f"(accel {self.options.accel}, kernel {self.kernel.version})")
         try:
             initrd = self._prepare_image()
             machine = Machine(self.options.machine_profile.name, self.options.machine_profile,

@@ -92,7 +92,8 @@ def build_base(kernel: KernelImage, payloads: dict[str, Path], groups: list[str]
         tree.add_host_file(binary)
         for lib in _shared_libraries(binary):
             tree.add_host_file(lib.resolve(), str(lib))
-    tree.add(cpio.symlink("usr/libexec/sftp-server", str(SFTP_SERVER)))
+    # dropbear looks for the SFTP subsystem at /usr/lib/sftp-server (its SFTPSERVER_PATH).
+    tree.add(cpio.symlink("usr/lib/sftp-server", str(SFTP_SERVER)))
     tree.add(cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"))
     tree.add(cpio.file("etc/group", b"root:x:0:\n"))
     tree.add(cpio.file("etc/shells", b"/bin/sh\n"))

@@ -18,9 +18,15 @@ def test_boot(kvmconf_ctx):
     assert guest.boot_to_ready_s > 0
 
 
-def test_ssh(guest):
+def test_ssh(guest, tmp_path):
+    """Commands keep their exit code and both streams; SFTP uploads arrive intact."""
     result = guest.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.rc, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+    assert guest.run(["cat"], stdin=b"x" * 200000).stdout == b"x" * 200000
+    blob = bytes(range(256)) * 64
+    (tmp_path / "blob").write_bytes(blob)
+    guest.remote.upload(str(tmp_path / "blob"), "/tmp/blob")
+    assert guest.run(["cat", "/tmp/blob"]).stdout == blob
 
 
 def test_qmp_status(guest):
