@@ -24,7 +24,7 @@ from vfio_cases import CASES
 
 FEATURE = "vfio"
 BATCH = 40                     # op-scripts per payload invocation
-RANDOM_SCRIPTS = int(os.environ.get("KVMCONF_VFIO_RANDOM", "240"))
+RANDOM_SCRIPTS = int(os.environ.get("KVMCONF_VFIO_RANDOM", "300"))
 
 STALE_FINDING = {
     "id": "vfio/stale-bits-after-shifted-merge",
