@@ -82,19 +82,55 @@ def _git_describe() -> str:
 
 
 def resolve_kernel(args):
-    """The kernel under test from --kernel/--modules, else Debian's packaged kernel."""
+    """The kernel under test: --kernel/--modules, or built from --source/--patch/--config,
+    else Debian's packaged kernel."""
     from harness.kernel import bzimage, debian
     if args.modules and not args.kernel:
         raise UsageError("--modules needs --kernel")
+    source = getattr(args, "source", None)
+    if source or getattr(args, "patch", None) or getattr(args, "config", None):
+        if args.kernel:
+            raise UsageError("--kernel and --source/--patch/--config exclude each other")
+        return build_kernel(args).kernel
     if args.kernel:
         return bzimage.from_path(Path(args.kernel), Path(args.modules) if args.modules else None)
     err.print("kernel: Debian's packaged kernel (fetching into the cache if needed)")
     return debian.fetch()
 
 
+def build_kernel(args):
+    from harness.kernel import build
+    fragments = build.default_fragments() + [Path(f) for f in args.config]
+    try:
+        result = build.build(Path(args.source) if args.source else None, [Path(p) for p in args.patch],
+                             fragments, jobs=getattr(args, "jobs", None),
+                             progress=lambda text: err.print(f"[dim]{text}[/dim]"))
+    except build.BuildFailed as e:
+        print("\n".join(e.tail))
+        raise
+    err.print(f"kernel: {result.kernel.version} {'from the cache' if result.cached else 'built'} "
+              f"in {result.seconds:.1f} s: {result.kernel.bzimage}")
+    return result
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", help=f"kernel tarball or tree (default {'/usr/src/linux-source-6.1.tar.xz'})")
+    p.add_argument("--patch", action="append", default=[], help="-p1 patch, applied in order; repeatable")
+    p.add_argument("--config", action="append", default=[],
+                   help="config fragment merged after the project's own; repeatable")
+
+
+def cmd_kernel_build(args) -> int:
+    result = build_kernel(args)
+    print(result.kernel.bzimage)
+    print(result.directory / "metadata.json")
+    return 0
+
+
 # -- run ---------------------------------------------------------------------
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", help="bzImage of the kernel under test (default: Debian's package)")
+    add_build_options(p)
     p.add_argument("--modules", help="its modules: lib/modules/<version> or a root containing it")
     p.add_argument("--features", help=f"comma list of {', '.join(FEATURES)} (default: all)")
     p.add_argument("--suite", action="append", default=[], help=f"one of {', '.join(SUITES)}; repeatable")
@@ -115,6 +151,11 @@ def _reproduce(args, features: list[str]) -> str:
         words += ["--kernel", args.kernel]
         if args.modules:
             words += ["--modules", args.modules]
+    if args.source:
+        words += ["--source", args.source]
+    for option in ("patch", "config"):
+        for value in getattr(args, option):
+            words += [f"--{option}", value]
     for item in args.profile:
         words += ["--profile", item]
     if args.accel != "auto":
@@ -328,6 +369,12 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the conformance suite on a kernel")
     add_run_options(run)
     run.set_defaults(func=cmd_run)
+    kernel = sub.add_parser("kernel", help="kernels under test").add_subparsers(dest="kernel_command",
+                                                                                 required=True)
+    kbuild = kernel.add_parser("build", help="build a kernel from source and patches (cached)")
+    add_build_options(kbuild)
+    kbuild.add_argument("--jobs", type=int, help="make -j (default: all cores)")
+    kbuild.set_defaults(func=cmd_kernel_build)
     for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
                                  ("bench", cmd_bench, "measure boot-to-SSH-ready time")):
         p = sub.add_parser(name, help=helptext)

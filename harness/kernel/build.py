@@ -1,0 +1,290 @@
+"""Kernels from source and patches: cached, incremental, never touching the source.
+
+Layout under the cache folder (design section 3):
+  kernel/src/<source>/          pristine source, unpacked once from a tarball
+  kernel/work/<source>/         private copy that patches are applied to
+  kernel/obj/<source>-<config>/ the O= object tree, reused by incremental builds
+  kernel/builds/<key>/          bzImage, .config and metadata.json of one build
+The key hashes the source, the patches, the config fragments and the compiler,
+so the same inputs are a cache hit with no make at all.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.cache import atomic_directory, atomic_write_bytes, cache_root, locked, sha256_file
+from harness.errors import HarnessError, UsageError
+from harness.kernel import KernelImage
+from harness.kernel import patches as patchlib
+from harness.kernel.bzimage import read_version
+
+DEFAULT_SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
+CONFIGS = Path(__file__).with_name("configs")
+FEATURE_FRAGMENTS = {"syndbg": "syndbg.config", "vfio": "vfio.config"}
+_OPTION = re.compile(r"^(CONFIG_\w+)=(.*)$|^# (CONFIG_\w+) is not set$")
+
+
+@dataclass
+class BuildResult:
+    kernel: KernelImage
+    cached: bool
+    seconds: float
+    directory: Path
+
+
+def default_fragments() -> list[Path]:
+    return [CONFIGS / "base.config"] + [CONFIGS / name for name in FEATURE_FRAGMENTS.values()]
+
+
+def parse_fragment(path: Path) -> dict[str, str]:
+    """CONFIG_X -> value ('n' for "is not set"); a bad line is an error naming it."""
+    if not path.is_file():
+        raise UsageError(f"--config {path}: no such file")
+    options = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        match = _OPTION.match(stripped)
+        if match:
+            options[match.group(1) or match.group(3)] = match.group(2) if match.group(1) else "n"
+        elif stripped and not stripped.startswith("#"):
+            raise UsageError(f"--config {path}:{number}: not a config line: {stripped[:60]}")
+    return options
+
+
+def _run(argv: list[str], cwd: Path, log: Path | None = None, timeout: float = 3600) -> None:
+    """Run a build step with a deadline (its whole process group is killed)."""
+    with open(log, "a") if log else open(os.devnull, "w") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise HarnessError(f"{argv[0]} {argv[1] if len(argv) > 1 else ''}: no end within "
+                               f"{timeout:.0f} s (log: {log})") from None
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-25:] if log else []
+        errors = [l for l in tail if re.search(r"error|Error|\*\*\*", l)]
+        raise BuildFailed(f"kernel build failed: {(errors or tail or ['?'])[0].strip()} (log: {log})",
+                          tail, log)
+
+
+class BuildFailed(HarnessError):
+    def __init__(self, message: str, tail: list[str], log: Path | None):
+        super().__init__(message)
+        self.tail, self.log = tail, log
+
+
+# -- the source ----------------------------------------------------------------
+def _source_digest(source: Path) -> str:
+    if source.is_file():
+        return sha256_file(source)
+    digest = hashlib.sha256()
+    if (source / ".git").exists():
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=60).stdout
+        dirty = subprocess.run(["git", "-C", str(source), "diff", "HEAD"], capture_output=True,
+                               timeout=300).stdout
+        digest.update(head.encode() + dirty)
+    else:
+        for root, dirs, files in os.walk(source):
+            dirs.sort()
+            for name in sorted(files):
+                st = os.stat(os.path.join(root, name))
+                digest.update(f"{os.path.relpath(os.path.join(root, name), source)}\0{st.st_size}\0"
+                              f"{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _check_tree(tree: Path, source: Path) -> None:
+    makefile = tree / "Makefile"
+    if not makefile.is_file() or not re.search(r"^VERSION = \d+", makefile.read_text(errors="replace"), re.M) \
+            or not (tree / "arch/x86/Kconfig").is_file():
+        raise UsageError(f"--source {source}: not a Linux kernel source "
+                         f"(no top-level Makefile with VERSION, or no arch/x86)")
+
+
+def pristine_tree(source: Path) -> tuple[Path, str]:
+    """The unpacked, unmodified source and its digest."""
+    if not source.exists():
+        if source == DEFAULT_SOURCE:
+            subprocess.run(["apt-get", "install", "-y", "-q", "linux-source-6.1"], capture_output=True,
+                           timeout=900)
+        if not source.exists():
+            raise UsageError(f"--source {source}: no such file or folder")
+    digest = _source_digest(source)
+    if source.is_dir():
+        _check_tree(source, source)
+        return source.resolve(), digest
+    target = cache_root() / "kernel" / "src" / digest[:24]
+    with locked(target):
+        if not target.is_dir():
+            try:
+                with tarfile.open(source) as tar:
+                    tops = {m.name.split("/", 1)[0] for m in tar.getmembers()[:50]}
+            except (tarfile.TarError, OSError) as e:
+                raise UsageError(f"--source {source}: not a readable tarball ({e})") from None
+            with atomic_directory(target) as tmp:
+                strip = ["--strip-components=1"] if len(tops) == 1 else []
+                _run(["tar", "-xf", str(source), "-C", str(tmp), *strip], cwd=tmp)
+                _check_tree(tmp, source)
+    return target, digest
+
+
+# -- the private copy with patches ------------------------------------------------
+def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Patch]) -> Path:
+    """A private copy of the source with exactly `patch_list` applied.
+
+    Files touched by the previous patch set are restored from the pristine tree
+    first (with a fresh mtime, so make rebuilds what depends on them).
+    """
+    work = cache_root() / "kernel" / "work" / digest[:24]
+    state_file = work / ".kvmconf-patches.json"
+    if not work.is_dir():
+        with atomic_directory(work) as tmp:
+            _run(["cp", "-a", "--reflink=auto", f"{pristine}/.", str(tmp)], cwd=tmp)
+            shutil.rmtree(tmp / ".git", ignore_errors=True)
+            (tmp / ".kvmconf-patches.json").write_text(json.dumps({"shas": [], "files": []}))
+    state = json.loads(state_file.read_text())
+    wanted = [p.sha256 for p in patch_list]
+    if state["shas"] == wanted:
+        return work
+    for rel in state["files"]:
+        original, copy = pristine / rel, work / rel
+        if original.is_file():
+            shutil.copyfile(original, copy)  # new mtime on purpose
+        elif copy.exists():
+            copy.unlink()
+    state_file.write_text(json.dumps({"shas": [], "files": []}))
+    touched: list[str] = []
+    for patch in patch_list:
+        touched += patch.files
+        try:
+            patchlib.apply(patch, work)
+        except UsageError:
+            # Leave the copy pristine again: restore what earlier patches touched.
+            state_file.write_text(json.dumps({"shas": ["?"], "files": sorted(set(touched))}))
+            _prepare_work_tree(pristine, digest, [])
+            raise
+    state_file.write_text(json.dumps({"shas": wanted, "files": sorted(set(touched))}))
+    return work
+
+
+# -- config -------------------------------------------------------------------------
+def _configure(work: Path, obj: Path, fragments: list[Path], log: Path) -> str:
+    """tinyconfig + fragments + olddefconfig; an option that does not survive is an error."""
+    wanted: dict[str, str] = {}
+    for fragment in fragments:
+        wanted.update(parse_fragment(fragment))
+    make = ["make", "-C", str(work), f"O={obj}", "ARCH=x86_64"]
+    _run([*make, "tinyconfig"], cwd=work, log=log)
+    config = obj / ".config"
+    lines = [l for l in config.read_text().splitlines()
+             if not ((m := _OPTION.match(l)) and (m.group(1) or m.group(3)) in wanted)]
+    lines += [f"{k}={v}" if v != "n" else f"# {k} is not set" for k, v in wanted.items()]
+    config.write_text("\n".join(lines) + "\n")
+    _run([*make, "olddefconfig"], cwd=work, log=log)
+    final: dict[str, str] = {}
+    for line in config.read_text().splitlines():
+        m = _OPTION.match(line)
+        if m:
+            final[m.group(1) or m.group(3)] = m.group(2) if m.group(1) else "n"
+    for option, value in wanted.items():
+        got = final.get(option, "n")
+        if got != value:
+            origin = next(f for f in fragments if option in parse_fragment(f))
+            raise UsageError(f"--config {origin.name}: {option}={value} was dropped by olddefconfig "
+                             f"(now {got}): a dependency is missing or the option does not exist")
+    return sha256_file(config)
+
+
+def _check_patched_sources_built(obj: Path, patch_list: list[patchlib.Patch],
+                                 only_in: Path | None = None) -> None:
+    """Every C file a patch touches has its object file (only those in `only_in`, if given)."""
+    for patch in patch_list:
+        for rel in patch.files:
+            if only_in is not None and not (only_in / rel).exists():
+                continue
+            if rel.endswith(".c") and not (obj / rel).with_suffix(".o").exists():
+                raise UsageError(f"--patch {patch.path.name} touches {rel}, which the merged config "
+                                 f"does not build: the patch would go untested")
+
+
+def _compiler() -> str:
+    cc = "ccache gcc" if shutil.which("ccache") else "gcc"
+    version = subprocess.run(["gcc", "--version"], capture_output=True, text=True,
+                             timeout=30).stdout.splitlines()[0]
+    return cc, version
+
+
+# -- the build -----------------------------------------------------------------------
+def build(source: Path | None = None, patch_files: list[Path] = (), fragments: list[Path] | None = None,
+          series: list[dict] | None = None, jobs: int | None = None, progress=print) -> BuildResult:
+    start = time.monotonic()
+    source = Path(source or DEFAULT_SOURCE)
+    fragments = [Path(f) for f in (fragments or default_fragments())]
+    patch_list = [patchlib.load(Path(p)) for p in patch_files]
+    for fragment in fragments:
+        parse_fragment(fragment)
+    pristine, src_digest = pristine_tree(source)
+    cc, compiler = _compiler()
+    key_parts = [src_digest, compiler, *[p.sha256 for p in patch_list],
+                 *[sha256_file(f) for f in fragments]]
+    key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:24]
+    out = cache_root() / "kernel" / "builds" / key
+    if (out / "metadata.json").is_file():
+        return BuildResult(_image(out), True, time.monotonic() - start, out)
+
+    fragments_digest = hashlib.sha256("".join(sha256_file(f) for f in fragments).encode()).hexdigest()
+    obj = cache_root() / "kernel" / "obj" / f"{src_digest[:16]}-{fragments_digest[:16]}"
+    with locked(cache_root() / "kernel" / "work" / src_digest[:24]):
+        if (out / "metadata.json").is_file():  # built by a racing run meanwhile
+            return BuildResult(_image(out), True, time.monotonic() - start, out)
+        obj.mkdir(parents=True, exist_ok=True)
+        log = obj / "build.log"
+        log.write_text("")
+        progress(f"kernel: preparing {source.name} with {len(patch_list)} patch(es)")
+        work = _prepare_work_tree(pristine, src_digest, patch_list)
+        config_sha = _configure(work, obj, fragments, log)
+        if (obj / "vmlinux").exists() and not any(
+                Path(f).name.startswith(("Kconfig", "Makefile", "Kbuild")) for p in patch_list for f in p.files):
+            # The object tree already tells which files this config builds: fail before make.
+            _check_patched_sources_built(obj, patch_list, pristine)
+        progress(f"kernel: building in {obj} (log: {log})")
+        env_make = ["make", "-C", str(work), f"O={obj}", "ARCH=x86_64", f"-j{jobs or os.cpu_count()}",
+                    f"CC={cc}", "KBUILD_BUILD_USER=kvmconf", "KBUILD_BUILD_HOST=kvmconf",
+                    "KBUILD_BUILD_TIMESTAMP=1970-01-01", "bzImage"]
+        _run(env_make, cwd=work, log=log)
+        _check_patched_sources_built(obj, patch_list)
+        seconds = time.monotonic() - start
+        with atomic_directory(out) as tmp:
+            shutil.copyfile(obj / "arch/x86/boot/bzImage", tmp / "bzImage")
+            shutil.copyfile(obj / ".config", tmp / "config")
+            meta = {"key": key, "version": read_version(tmp / "bzImage"),
+                    "bzimage_sha256": sha256_file(tmp / "bzImage"),
+                    "source": {"path": str(source), "sha256": src_digest},
+                    "patches": [{"file": str(p.path), "sha256": p.sha256, "files": list(p.files),
+                                 "subject": p.subject} for p in patch_list],
+                    "series": series or [p.record() for p in patch_list],
+                    "fragments": [{"file": str(f), "sha256": sha256_file(f)} for f in fragments],
+                    "config_sha256": config_sha, "compiler": compiler,
+                    "build_time_s": round(seconds, 1)}
+            atomic_write_bytes(tmp / "metadata.json", (json.dumps(meta, indent=1) + "\n").encode())
+    return BuildResult(_image(out), False, seconds, out)
+
+
+def _image(out: Path) -> KernelImage:
+    meta = json.loads((out / "metadata.json").read_text())
+    return KernelImage(kind="built", version=meta["version"], bzimage=out / "bzImage",
+                       sha256=meta["bzimage_sha256"], modules_dir=None, source=meta["source"],
+                       config_sha256=meta["config_sha256"], series=meta["series"])
