@@ -6,6 +6,7 @@ the usage is bad; the reason is one line on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import datetime as dt
 import json
@@ -31,7 +32,7 @@ SUITES = ("smoke",) + FEATURES
 # A duplicate of fd 2, so progress lines reach the terminal even while pytest
 # captures the cases' output.
 err = Console(file=os.fdopen(os.dup(2), "w", buffering=1), highlight=False, soft_wrap=True)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 
 # -- argument helpers --------------------------------------------------------
@@ -88,7 +89,7 @@ def resolve_kernel(args):
     if args.modules and not args.kernel:
         raise UsageError("--modules needs --kernel")
     source = getattr(args, "source", None)
-    if source or getattr(args, "patch", None) or getattr(args, "config", None):
+    if source or getattr(args, "patch", None) or getattr(args, "config", None) or getattr(args, "series", None):
         if args.kernel:
             raise UsageError("--kernel and --source/--patch/--config exclude each other")
         return build_kernel(args).kernel
@@ -98,12 +99,26 @@ def resolve_kernel(args):
     return debian.fetch()
 
 
-def build_kernel(args):
+def build_kernel(args, patch_limit: int | None = None):
+    """Build from --source/--patch/--config/--series (the first `patch_limit` series patches)."""
+    import tempfile
+
+    from harness import series as serieslib
     from harness.kernel import build
+    from harness.kernel import patches as patchlib
     fragments = build.default_fragments() + [Path(f) for f in args.config]
+    patch_files = [Path(p) for p in args.patch]
+    records = None
+    if args.series:
+        revision = serieslib.pick(Path(args.series), args.revision)
+        chosen = revision.patches[:patch_limit]
+        folder = Path(tempfile.mkdtemp(prefix="kvmconf-series-"))
+        trimmed = dataclasses.replace(revision, patches=chosen)
+        patch_files += serieslib.write_patches(trimmed, folder)
+        records = [patchlib.load(p).record() for p in patch_files[:len(args.patch)]] + trimmed.records()
     try:
-        result = build.build(Path(args.source) if args.source else None, [Path(p) for p in args.patch],
-                             fragments, jobs=getattr(args, "jobs", None),
+        result = build.build(Path(args.source) if args.source else None, patch_files,
+                             fragments, series=records, jobs=getattr(args, "jobs", None),
                              progress=lambda text: err.print(f"[dim]{text}[/dim]"))
     except build.BuildFailed as e:
         print("\n".join(e.tail))
@@ -118,6 +133,63 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", action="append", default=[], help="-p1 patch, applied in order; repeatable")
     p.add_argument("--config", action="append", default=[],
                    help="config fragment merged after the project's own; repeatable")
+    p.add_argument("--series", help="mbox or format-patch folder: its patches are applied after --patch")
+    p.add_argument("--revision", type=int, help="revision of --series to apply (default: the newest)")
+
+
+def cmd_series_show(args) -> int:
+    from harness import series as serieslib
+    all_series, is_digest = serieslib.load(Path(args.file))
+    if args.json:
+        print(json.dumps([{"subject": s.subject, "author": s.author, "revisions": [
+            {"revision": r.revision, "date": r.date, "cover_message_id": r.cover_message_id,
+             "expected": r.expected, "sha256": r.sha256, "cover_letter": r.cover_letter,
+             "patches": [{"counter": p.counter, "subject": p.subject, "message_id": p.message_id,
+                          "sha256": p.sha256} for p in r.patches]} for r in s.revisions]}
+            for s in all_series], indent=1))
+        return 0
+    for s in all_series:
+        out.print(f"[bold]{s.subject}[/bold]  ({s.author})", markup=True, highlight=False)
+        for r in s.revisions:
+            out.print(f"  v{r.revision}  {r.date}  cover <{r.cover_message_id}>  "
+                      f"{len(r.patches)}/{r.expected} patches  series sha256 {r.sha256 or '-'}", markup=False)
+            first = next((l for l in r.cover_letter.splitlines() if l.strip()), "")
+            if first:
+                out.print(f"      cover letter: {first[:100]}", markup=False)
+            for p in r.patches:
+                out.print(f"      {p.counter}/{p.expected} {p.subject}  <{p.message_id}>  {p.sha256 or '-'}",
+                          markup=False)
+            if is_digest and not r.patches and r.cover_message_id:
+                out.print(f"      no patch bodies in this digest: fetch them with "
+                          f"`b4 am {r.cover_message_id}`", markup=False)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from harness.results.compare_runs import compare, load_run
+    if len(args.runs) < 2:
+        raise UsageError("compare needs at least two runs")
+    result = compare([load_run(r) for r in args.runs])
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        table = Table(title="kvmconf compare")
+        table.add_column("case")
+        for run in result["runs"]:
+            table.add_column(f"{run['run_id']}\n{run['label'] or run['kernel'].get('version', '')}")
+        table.add_column("change")
+        for row in result["cases"]:
+            if args.all or any(c not in ("unchanged",) for c in row["changes"]):
+                table.add_row(row["id"], *[s or "-" for s in row["statuses"]], ", ".join(row["changes"]))
+        out.print(table)
+        out.print(f"regressed: {len(result['regressed'])}  fixed: {len(result['fixed'])}", markup=False)
+    for warning in result["warnings"]:
+        err.print(f"warning: the runs differ in more than the kernel: {warning}", markup=False)
+    if result["regressed"]:
+        err.print(f"kvmconf: {len(result['regressed'])} case(s) regressed: {', '.join(result['regressed'][:5])}",
+                  markup=False)
+        return 1
+    return 0
 
 
 def cmd_kernel_build(args) -> int:
@@ -153,6 +225,10 @@ def _reproduce(args, features: list[str]) -> str:
             words += ["--modules", args.modules]
     if args.source:
         words += ["--source", args.source]
+    if args.series:
+        words += ["--series", args.series]
+        if args.revision is not None:
+            words += ["--revision", str(args.revision)]
     for option in ("patch", "config"):
         for value in getattr(args, option):
             words += [f"--{option}", value]
@@ -375,6 +451,16 @@ def parser() -> argparse.ArgumentParser:
     add_build_options(kbuild)
     kbuild.add_argument("--jobs", type=int, help="make -j (default: all cores)")
     kbuild.set_defaults(func=cmd_kernel_build)
+    series = sub.add_parser("series", help="patch series").add_subparsers(dest="series_command", required=True)
+    show = series.add_parser("show", help="list the series in an mbox, a format-patch folder or a digest")
+    show.add_argument("file")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_series_show)
+    cmp = sub.add_parser("compare", help="compare run records case by case")
+    cmp.add_argument("runs", nargs="+", help="run folders or run.json files, oldest first")
+    cmp.add_argument("--json", action="store_true")
+    cmp.add_argument("--all", action="store_true", help="also list unchanged cases")
+    cmp.set_defaults(func=cmd_compare)
     for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
                                  ("bench", cmd_bench, "measure boot-to-SSH-ready time")):
         p = sub.add_parser(name, help=helptext)
