@@ -99,8 +99,8 @@ def resolve_kernel(args):
     return debian.fetch()
 
 
-def build_kernel(args, patch_limit: int | None = None):
-    """Build from --source/--patch/--config/--series (the first `patch_limit` series patches)."""
+def build_kernel(args):
+    """Build from --source/--patch/--config/--series (its first --series-prefix patches)."""
     import tempfile
 
     from harness import series as serieslib
@@ -111,7 +111,10 @@ def build_kernel(args, patch_limit: int | None = None):
     records = None
     if args.series:
         revision = serieslib.pick(Path(args.series), args.revision)
-        chosen = revision.patches[:patch_limit]
+        limit = getattr(args, "series_prefix", None)
+        if limit is not None and not 0 <= limit <= len(revision.patches):
+            raise UsageError(f"--series-prefix {limit}: the series has {len(revision.patches)} patches")
+        chosen = revision.patches[:limit]
         folder = Path(tempfile.mkdtemp(prefix="kvmconf-series-"))
         trimmed = dataclasses.replace(revision, patches=chosen)
         patch_files += serieslib.write_patches(trimmed, folder)
@@ -135,6 +138,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                    help="config fragment merged after the project's own; repeatable")
     p.add_argument("--series", help="mbox or format-patch folder: its patches are applied after --patch")
     p.add_argument("--revision", type=int, help="revision of --series to apply (default: the newest)")
+    p.add_argument("--series-prefix", type=int, help="apply only the first N patches of --series")
 
 
 def cmd_series_show(args) -> int:
@@ -192,6 +196,77 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_mutate(args) -> int:
+    from harness.kernel import build as kbuild
+    from harness.mutate import campaign, generate
+    source = Path(args.source) if args.source else kbuild.DEFAULT_SOURCE
+    features = _features(args.features) if args.features else list(generate.TARGET_FILES)
+    folder = _output_dir(Path(args.output) if args.output else REPO / "results" /
+                         ("mutate-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    pristine, _ = kbuild.pristine_tree(source)
+    specs: list = []
+    for feature in features:
+        for patch in sorted((REPO / "ci" / "mutants" / feature).glob("*.patch")):
+            specs.append(campaign.MutantSpec(f"{feature}-hand-{patch.stem}", feature, patch, "hand-written",
+                                             patch.stem))
+        if not args.hand_written_only:
+            generated = generate.generate(feature, pristine)
+            chosen = generate.sample(generated, args.limit, args.seed)
+            err.print(f"{feature}: {len(generated)} generated mutants, running {len(chosen)}")
+            for mutant in chosen:
+                path = folder / "patches" / f"{mutant.id}.patch"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(mutant.patch((pristine / mutant.path).read_text().splitlines()))
+                specs.append(campaign.MutantSpec(mutant.id, feature, path, "generated",
+                                                 f"{mutant.operator} in {mutant.function}() line {mutant.line}: "
+                                                 f"{mutant.mutated.strip()[:80]}"))
+    report = campaign.run_campaign(specs, source, folder, args.seed,
+                                   lambda text: err.print(text, markup=False))
+    table = Table(title=f"kvmconf mutate ({folder})")
+    for column in ("mutant", "origin", "status", "killed by / reason"):
+        table.add_column(column, overflow="fold")
+    for m in report["mutants"]:
+        table.add_row(m["id"], m["origin"], m["status"], ", ".join(m["killers"][:3]) or m["reason"])
+    out.print(table)
+    out.print(" ".join(f"{k.lower()}={v}" for k, v in report["counts"].items()) +
+              f" wall_s={report['wall_s']}  report: {folder / 'mutants.json'}", markup=False)
+    if report["counts"]["SURVIVED"]:
+        err.print(f"kvmconf: {report['counts']['SURVIVED']} mutant(s) survived", markup=False)
+        return 1
+    return 2 if report["counts"]["ERROR"] else 0
+
+
+def cmd_bisect(args) -> int:
+    from harness import series as serieslib
+    from harness.kernel import build as kbuild
+    from harness.series import bisect
+    if not args.case:
+        raise UsageError("bisect needs at least one --case ID")
+    source = Path(args.source) if args.source else kbuild.DEFAULT_SOURCE
+    revision = serieslib.pick(Path(args.series), args.revision)
+    total = len(revision.patches)
+    folder = _output_dir(Path(args.output) if args.output else REPO / "results" /
+                         ("bisect-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    probes: dict[int, bisect.Probe] = {}
+
+    def probe(k: int) -> dict[str, str]:
+        err.print(f"bisect: building and running patches 1..{k} of {total}", markup=False)
+        probes[k] = bisect.run_prefix(k, source, Path(args.series), args.revision, args.case, folder, args.seed)
+        err.print(f"  {probes[k].statuses}", markup=False)
+        return probes[k].statuses
+
+    changes = bisect.first_changes(total, args.case, probe)
+    for case, k in changes.items():
+        if k is None:
+            print(f"{case}: no change within the series ({probes[0].statuses.get(case)} throughout)")
+            continue
+        patch = revision.patches[k - 1]
+        print(f"{case}: first change at patch {k}/{total}: {patch.subject} <{patch.message_id}> "
+              f"({probes[k - 1].statuses.get(case)} -> {probes[k].statuses.get(case)})")
+    print("evidence: " + " ".join(str(probes[k].record) for k in sorted(probes)))
+    return 0
+
+
 def cmd_kernel_build(args) -> int:
     result = build_kernel(args)
     print(result.kernel.bzimage)
@@ -229,6 +304,8 @@ def _reproduce(args, features: list[str]) -> str:
         words += ["--series", args.series]
         if args.revision is not None:
             words += ["--revision", str(args.revision)]
+        if args.series_prefix is not None:
+            words += ["--series-prefix", str(args.series_prefix)]
     for option in ("patch", "config"):
         for value in getattr(args, option):
             words += [f"--{option}", value]
@@ -461,6 +538,22 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", action="store_true")
     cmp.add_argument("--all", action="store_true", help="also list unchanged cases")
     cmp.set_defaults(func=cmd_compare)
+    bis = sub.add_parser("bisect", help="find the patch of a series that changes a case")
+    bis.add_argument("--source", help="kernel source (default: linux-source-6.1)")
+    bis.add_argument("--series", required=True, help="mbox or format-patch folder")
+    bis.add_argument("--revision", type=int, help="series revision (default: the newest)")
+    bis.add_argument("--case", action="append", default=[], help="case id; repeatable")
+    bis.add_argument("--seed", type=int, default=0)
+    bis.add_argument("--output", help="folder for the probe runs (default: results/bisect-<time>)")
+    bis.set_defaults(func=cmd_bisect)
+    mut = sub.add_parser("mutate", help="mutation score of the suite over kernel mutants")
+    mut.add_argument("--features", help="comma list (default: syndbg,vfio)")
+    mut.add_argument("--source", help="kernel source (default: linux-source-6.1)")
+    mut.add_argument("--limit", type=int, help="sample this many generated mutants per feature")
+    mut.add_argument("--seed", type=int, default=0, help="sampling and run seed (default 0)")
+    mut.add_argument("--hand-written-only", action="store_true", help="only ci/mutants/<feature>/*.patch")
+    mut.add_argument("--output", help="campaign folder (default: results/mutate-<time>)")
+    mut.set_defaults(func=cmd_mutate)
     for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
                                  ("bench", cmd_bench, "measure boot-to-SSH-ready time")):
         p = sub.add_parser(name, help=helptext)

@@ -143,3 +143,35 @@ def test_compare_cli_exits_1_on_regression_and_0_otherwise(tmp_path):
     assert kvmconf("compare", str(tmp_path / "a"), str(tmp_path / "c")).returncode == 0
     done = kvmconf("compare", str(tmp_path / "a"), str(tmp_path / "nope"))
     assert done.returncode == 2 and "no such run record" in done.stderr
+
+
+def test_bisect_search_finds_the_first_changing_prefix_with_few_probes():
+    from harness.series.bisect import first_changes
+    calls = []
+
+    def probe(k):
+        calls.append(k)
+        return {"a/x": "FAIL" if k >= 2 else "PASS", "a/y": "PASS", "a/z": "FAIL" if k >= 5 else "PASS"}
+
+    assert first_changes(8, ["a/x", "a/y", "a/z"], probe) == {"a/x": 2, "a/y": None, "a/z": 5}
+    assert len(calls) == len(set(calls)) and len(calls) <= 7
+
+
+def test_generated_mutants_are_one_spot_patches_in_cited_functions(tmp_path):
+    from harness.mutate.generate import function_bodies, mutants_of_line, sample
+    lines = ["static int syndbg_set_msr(int a, int b)", "{", "\tint x = 0;", "\tif (a == 1 &&", "\t    b < 2)",
+             "\t\treturn -1;", "\tfoo(a);", "\tx = a + 3;", "\treturn x;", "}"]
+    assert function_bodies(lines, {"syndbg_set_msr"}) == {"syndbg_set_msr": (2, 8)}
+    ops = {m.operator: m.mutated for m in mutants_of_line("syndbg", "f.c", "f", 4, lines[3])}
+    assert ops["==->!="] == "\tif (a != 1 &&" and ops["&&->||"] == "\tif (a == 1 ||"
+    assert ops["const1->2"] == "\tif (a == 2 &&"
+    assert mutants_of_line("syndbg", "f.c", "f", 7, lines[6])[0].mutated == "\t;"
+    assert [m.operator for m in mutants_of_line("syndbg", "f.c", "f", 5, lines[4], statement_start=False)] == \
+        ["<-><=", "const2->3"]
+    plus = mutants_of_line("syndbg", "f.c", "f", 8, lines[7])
+    assert {m.operator for m in plus} == {"+->-", "const3->4", "remove-statement"}
+    patch = plus[0].patch(lines)
+    body = patch.splitlines()
+    assert [l for l in body if l.startswith("-") and not l.startswith("---")] == ["-\tx = a + 3;"]
+    assert [l for l in body if l.startswith("+") and not l.startswith("+++")] == ["+\tx = a - 3;"]
+    assert len(sample(plus, 2, seed=1)) == 2 and sample(plus, 2, 1) == sample(plus, 2, 1)
