@@ -148,6 +148,11 @@ CASES = [
     case("vfio/get/data-null-efault",
          "bitmap.data NULL passes access_ok, the copy faults: EFAULT; the next GET works",
          S1_TRACKING + [getm(M1, data=1), getm(M1)]),
+    case("vfio/get/efault-after-shift",
+         "a GET whose user copy faults after update_user_bitmap() shifted the mapping's "
+         "bitmap in place leaves it shifted and uncleared: the next GET of M4 alone reports "
+         "the shifted bits too (both profiles; the error path skips the clear)",
+         S1_TRACKING + [get(0x229000, 0x8000, data=1), getm(M4)]),
     case("vfio/get/data-kernel-einval",
          "bitmap.data a kernel address: access_ok fails, EINVAL",
          S1_TRACKING + [getm(M1, data=2)]),
