@@ -242,14 +242,17 @@ def build(source: Path | None = None, patch_files: list[Path] = (), fragments: l
                  *[sha256_file(f) for f in fragments]]
     key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:24]
     out = cache_root() / "kernel" / "builds" / key
+    # The series record names this invocation's inputs (file names, message-ids), which the
+    # content-addressed cache does not key on; so it is never taken from the cache.
+    records = series or [p.record() for p in patch_list]
     if (out / "metadata.json").is_file():
-        return BuildResult(_image(out), True, time.monotonic() - start, out)
+        return BuildResult(_image(out, records), True, time.monotonic() - start, out)
 
     fragments_digest = hashlib.sha256("".join(sha256_file(f) for f in fragments).encode()).hexdigest()
     obj = cache_root() / "kernel" / "obj" / f"{src_digest[:16]}-{fragments_digest[:16]}"
     with locked(cache_root() / "kernel" / "work" / src_digest[:24]):
         if (out / "metadata.json").is_file():  # built by a racing run meanwhile
-            return BuildResult(_image(out), True, time.monotonic() - start, out)
+            return BuildResult(_image(out, records), True, time.monotonic() - start, out)
         obj.mkdir(parents=True, exist_ok=True)
         log = obj / "build.log"
         log.write_text("")
@@ -275,16 +278,16 @@ def build(source: Path | None = None, patch_files: list[Path] = (), fragments: l
                     "source": {"path": str(source), "sha256": src_digest},
                     "patches": [{"file": str(p.path), "sha256": p.sha256, "files": list(p.files),
                                  "subject": p.subject} for p in patch_list],
-                    "series": series or [p.record() for p in patch_list],
+                    "series": records,
                     "fragments": [{"file": str(f), "sha256": sha256_file(f)} for f in fragments],
                     "config_sha256": config_sha, "compiler": compiler,
                     "build_time_s": round(seconds, 1)}
             atomic_write_bytes(tmp / "metadata.json", (json.dumps(meta, indent=1) + "\n").encode())
-    return BuildResult(_image(out), False, seconds, out)
+    return BuildResult(_image(out, records), False, seconds, out)
 
 
-def _image(out: Path) -> KernelImage:
+def _image(out: Path, series: list[dict]) -> KernelImage:
     meta = json.loads((out / "metadata.json").read_text())
     return KernelImage(kind="built", version=meta["version"], bzimage=out / "bzImage",
                        sha256=meta["bzimage_sha256"], modules_dir=None, source=meta["source"],
-                       config_sha256=meta["config_sha256"], series=meta["series"])
+                       config_sha256=meta["config_sha256"], series=series)

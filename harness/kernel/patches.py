@@ -21,8 +21,8 @@ class Patch:
     subject: str | None = None  # from a git format-patch header, if any
 
     def record(self) -> dict:
-        """An entry of run.json kernel.series (design section 5)."""
-        return {"subject": self.subject or self.path.name, "revision": None,
+        """An entry of run.json kernel.series: a --patch is named by its file (design section 5)."""
+        return {"subject": self.path.name, "revision": None,
                 "message_id": None, "sha256": self.sha256}
 
 
