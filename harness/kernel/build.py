@@ -280,7 +280,7 @@ def build(source: Path | None = None, patch_files: list[Path] = (), fragments: l
                                  "subject": p.subject} for p in patch_list],
                     "series": records,
                     "fragments": [{"file": str(f), "sha256": sha256_file(f)} for f in fragments],
-                    "config_sha256": config_sha, "compiler": compiler,
+                    "config_sha256": config_sha, "compiler": compiler, "object_tree": str(obj),
                     "build_time_s": round(seconds, 1)}
             atomic_write_bytes(tmp / "metadata.json", (json.dumps(meta, indent=1) + "\n").encode())
     return BuildResult(_image(out, records), False, seconds, out)
