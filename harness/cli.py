@@ -32,7 +32,8 @@ SUITES = ("smoke",) + FEATURES
 # A duplicate of fd 2, so progress lines reach the terminal even while pytest
 # captures the cases' output.
 err = Console(file=os.fdopen(os.dup(2), "w", buffering=1), highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (CI logs, tests) gets wide tables instead of rich's 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 # -- argument helpers --------------------------------------------------------
