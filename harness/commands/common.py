@@ -1,0 +1,68 @@
+"""What the commands share: the consoles, the repository paths, argument checks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.errors import UsageError
+from harness.machine.profiles import FEATURES
+
+REPO = Path(__file__).resolve().parents[2]
+TESTCASES = REPO / "testcases"
+SUITES = ("smoke",) + FEATURES
+# A duplicate of fd 2, so progress lines reach the terminal even while pytest
+# captures the cases' output.
+err = Console(file=os.fdopen(os.dup(2), "w", buffering=1), highlight=False, soft_wrap=True)
+# Piped output (CI logs, tests) gets wide tables instead of rich's 80 columns.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def parse_features(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in FEATURES:
+            raise UsageError(f"--features {text}: unknown feature {name!r} "
+                             f"(known: {', '.join(FEATURES)})")
+    return names
+
+
+def parse_profiles(items: list[str]) -> dict[str, str]:
+    profiles = {}
+    for item in items:
+        feature, sep, name = item.partition("=")
+        if not sep or feature not in FEATURES or not name:
+            raise UsageError(f"--profile {item}: expected FEATURE=NAME with FEATURE one of "
+                             f"{', '.join(FEATURES)}")
+        try:
+            model = __import__(f"harness.reference.{feature}", fromlist=["PROFILES"])
+            known = model.PROFILES
+        except ImportError:
+            known = ()
+        if known and name not in known:
+            raise UsageError(f"--profile {item}: unknown profile {name!r} for {feature} "
+                             f"(known: {', '.join(known)})")
+        profiles[feature] = name
+    return profiles
+
+
+def output_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--output {path}: not writable ({e.strerror})") from None
+    return path
+
+
+def git_describe() -> str:
+    with contextlib.suppress(Exception):
+        return subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    return "unknown"

@@ -1,0 +1,167 @@
+"""`kvmconf run`: the suite on one kernel, recorded in run.json."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import random
+import shlex
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+import harness
+from harness.commands.common import (REPO, SUITES, TESTCASES, err, git_describe, out, output_dir,
+                                     parse_features, parse_profiles)
+from harness.commands.kernel import add_build_options, resolve_kernel
+from harness.errors import HarnessError, UsageError
+from harness.machine.profiles import FEATURES, profile_for
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", help="bzImage of the kernel under test (default: Debian's package)")
+    add_build_options(p)
+    p.add_argument("--modules", help="its modules: lib/modules/<version> or a root containing it")
+    p.add_argument("--features", help=f"comma list of {', '.join(FEATURES)} (default: all)")
+    p.add_argument("--suite", action="append", default=[], help=f"one of {', '.join(SUITES)}; repeatable")
+    p.add_argument("--case", action="append", default=[], help="case id or glob; repeatable")
+    p.add_argument("--profile", action="append", default=[], help="model profile FEATURE=NAME")
+    p.add_argument("--output", help="run folder (default: results/<run-id>)")
+    p.add_argument("--seed", type=int, help="seed of the random op-scripts (default: random)")
+    p.add_argument("--label", default="", help="free text recorded in run.json")
+    p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
+    p.add_argument("--boot-timeout", type=float, default=120.0, help="seconds (default 120)")
+    p.add_argument("--history", help="SQLite history (default: results/history.sqlite)")
+    p.add_argument("--append", default="", help="extra kernel command line for the guest")
+
+
+def reproduce_line(args, features: list[str]) -> str:
+    words = ["kvmconf", "run"]
+    if args.kernel:
+        words += ["--kernel", args.kernel]
+        if args.modules:
+            words += ["--modules", args.modules]
+    if args.source:
+        words += ["--source", args.source]
+    if args.series:
+        words += ["--series", args.series]
+        if args.revision is not None:
+            words += ["--revision", str(args.revision)]
+        if args.series_prefix is not None:
+            words += ["--series-prefix", str(args.series_prefix)]
+    for option in ("patch", "config"):
+        for value in getattr(args, option):
+            words += [f"--{option}", value]
+    for item in args.profile:
+        words += ["--profile", item]
+    if args.accel != "auto":
+        words += ["--accel", args.accel]
+    if args.append:
+        words += ["--append", args.append]
+    return shlex.join(words)
+
+
+def cmd_run(args) -> int:
+    import pytest
+
+    from harness.kernel import pvh
+    from harness.probe import choose_accel, host_capabilities, qemu_version
+    from harness.results import history
+    from harness.results.plugin import KvmconfPlugin
+    from harness.results.record import RunRecord
+    from harness.session import RunContext, RunOptions
+    from harness.machine import qemu_binary
+
+    started = time.monotonic()
+    features = parse_features(args.features) if args.features else list(FEATURES)
+    for suite in args.suite:
+        if suite not in SUITES:
+            raise UsageError(f"--suite {suite}: unknown suite (known: {', '.join(SUITES)})")
+    suites = args.suite or (["smoke"] + features)
+    profiles = parse_profiles(args.profile)
+    run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+    output = output_dir(Path(args.output) if args.output else REPO / "results" / run_id)
+    kernel = resolve_kernel(args)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
+    wanted = {s for s in suites if s in FEATURES}
+    if args.case:
+        wanted = {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in FEATURES}
+    machine_profile = profile_for(wanted | ({"smoke"} if "smoke" in suites else set()))
+    accel, accel_reason = choose_accel(args.accel, machine_profile.nested)
+    payload_names = ["probe"] + [f for f in FEATURES if (REPO / "guests" / f).is_dir() and f in wanted]
+
+    record = RunRecord(output / "run.json", run_id, args.label,
+                       {"version": harness.__version__, "git": git_describe()},
+                       {f: profiles.get(f) or default_profile(f) for f in features})
+    record.data["kernel"] = kernel.record()
+    try:
+        qemu = qemu_version(qemu_binary())
+    except HarnessError as e:
+        qemu = f"missing: {e}"
+    host = host_capabilities()
+    record.data["platform"] = {"host_cpu": host["cpu_model"], "accel": accel,
+                               "accel_reason": accel_reason, "qemu": qemu,
+                               "machine_profile": machine_profile.name,
+                               "boot": "pvh-vmlinux" if pvh.boot_file(kernel) != kernel.bzimage else "bzimage",
+                               "capabilities": {"host": host, "guest": None}}
+    record.data["seed"] = seed
+    record.write()
+
+    options = RunOptions(output=output, features=features, suites=suites, cases=args.case,
+                         profiles=profiles, seed=seed, label=args.label, accel=accel,
+                         accel_reason=accel_reason, machine_profile=machine_profile,
+                         boot_timeout=args.boot_timeout, append=shlex.split(args.append),
+                         reproduce=reproduce_line(args, features) +
+                         f" --seed {seed}", payload_names=payload_names)
+    def progress(text: str) -> None:
+        err.print(f"[dim]{text}[/dim]")
+    ctx = RunContext(options, kernel, record, progress)
+    plugin = KvmconfPlugin(ctx, record, suites, args.case, progress)
+    err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), machine "
+              f"{machine_profile.name}, accel {accel} ({accel_reason}), seed {seed}")
+    pytest_args = [str(TESTCASES), "-p", "no:cacheprovider", "-q", "--no-header", "-rN",
+                   "--tb=short", f"--junitxml={output / 'junit.xml'}",
+                   "-o", "junit_family=xunit2", "--rootdir", str(REPO)]
+    with open(output / "pytest.log", "w") as log, contextlib.redirect_stdout(log):
+        try:
+            code = pytest.main(pytest_args, plugins=[plugin])
+        finally:
+            ctx.close()
+    record.data["timing"]["total_s"] = round(time.monotonic() - started, 3)
+    record.write()
+    history.append(Path(args.history) if args.history else REPO / "results" / "history.sqlite",
+                   record.data, record.path)
+    print_summary(record.data)
+    if code not in (0, 1) and not record.data["cases"]:
+        raise HarnessError(f"pytest exited {code} without running a case: see {output / 'pytest.log'}")
+    exit_code = record.exit_code()
+    if exit_code:
+        worst = next(c for c in record.data["cases"]
+                     if c["status"] == ("FAIL" if exit_code == 1 else "ERROR")
+                     or (exit_code == 2 and c["status"] == "MISS"))
+        err.print(f"kvmconf: {worst['status']} {worst['id']}: {worst['reason']}", markup=False)
+    err.print(f"run record: {record.path}")
+    return exit_code
+
+
+def default_profile(feature: str) -> str | None:
+    try:
+        return __import__(f"harness.reference.{feature}", fromlist=["PROFILES"]).PROFILES[0]
+    except ImportError:
+        return None
+
+
+def print_summary(data: dict) -> None:
+    colour = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "SKIP": "yellow", "MISS": "blue"}
+    table = Table(title=f"kvmconf run {data['run_id']}", show_lines=False)
+    for column in ("case", "status", "s", "reason"):
+        table.add_column(column, overflow="fold")
+    for case in data["cases"]:
+        table.add_row(case["id"], f"[{colour[case['status']]}]{case['status']}[/]",
+                      f"{case['duration_s']:.1f}", case["reason"][:160])
+    out.print(table)
+    summary = data["summary"]
+    out.print(" ".join(f"{k}={v}" for k, v in summary.items()) +
+              f"  boot_to_ready_s={data['timing']['boot_to_ready_s']} total_s={data['timing']['total_s']}")
