@@ -54,17 +54,21 @@ class Guest:
             raise HarnessError(self.payload_errors[feature])
         return f"{PAYLOAD_DIR}/{feature}"
 
-    def kernel_problems(self) -> list[str]:
-        """Kernel report lines and new taint bits since the last call (empty when healthy)."""
+    def after_case(self) -> tuple[list[str], bool]:
+        """Kernel report lines and new taint bits since the last call, and whether the
+        guest still answers (a dead guest is replaced before the next case)."""
         problems = self.machine.new_kernel_reports()
-        if self.machine.running and self.remote.connected:
-            with contextlib.suppress(HarnessError):
-                taint = int(self.run(["cat", "/proc/sys/kernel/tainted"], timeout=10).text.strip() or 0)
-                gained = taint & ~self.baseline_taint
-                if gained:
-                    problems.append(f"kernel gained taint bits {gained:#x} (tainted={taint:#x})")
-                    self.baseline_taint = taint
-        return problems
+        if not (self.machine.running and self.remote.connected):
+            return problems, False
+        try:
+            taint = int(self.run(["cat", "/proc/sys/kernel/tainted"], timeout=15).text.strip() or 0)
+        except (HarnessError, ValueError):
+            return problems + self.machine.new_kernel_reports(), False
+        gained = taint & ~self.baseline_taint
+        if gained:
+            problems.append(f"kernel gained taint bits {gained:#x} (tainted={taint:#x})")
+            self.baseline_taint = taint
+        return problems, True
 
     def poweroff(self, timeout: float = 15.0) -> str:
         """Clean poweroff from inside the guest; falls back to QMP, then kill."""

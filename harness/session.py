@@ -42,8 +42,13 @@ class RunContext:
         self._guest: Guest | None = None
         self._boot_error: HarnessError | None = None
         self.payload_errors: dict[str, str] = {}
+        self._boots = 0   # machines booted so far; the logs of boot n are <profile>-<n>.*
 
     def _prepare_image(self) -> Path:
+        """Payloads, image and keys, made once per run (a replacement guest reuses them)."""
+        initrd = self.workdir / "initrd.cpio"
+        if initrd.exists():
+            return initrd
         payloads = {}
         for name in self.options.payload_names:
             try:
@@ -57,7 +62,7 @@ class RunContext:
         image = build_base(self.kernel, payloads, self.options.machine_profile.module_groups)
         keys = generate(self.workdir)
         self._keys = keys
-        return with_keys(image, keys.client_public, keys.host_key_file, self.workdir / "initrd.cpio")
+        return with_keys(image, keys.client_public, keys.host_key_file, initrd)
 
     def guest(self) -> Guest:
         """The booted guest; a failed boot is raised again for every case that needs it."""
@@ -71,7 +76,9 @@ class RunContext:
                           f"(accel {self.options.accel}, kernel {self.kernel.version})")
         try:
             initrd = self._prepare_image()
-            machine = Machine(self.options.machine_profile.name, self.options.machine_profile,
+            self._boots += 1
+            name = self.options.machine_profile.name + (f"-{self._boots}" if self._boots > 1 else "")
+            machine = Machine(name, self.options.machine_profile,
                               pvh.boot_file(self.kernel), initrd, self.workdir, self.options.output,
                               accel=self.options.accel, extra_append=self.options.append)
             self._guest = Guest.boot(machine, self._keys, self.payload_errors,
@@ -94,6 +101,21 @@ class RunContext:
     @property
     def booted(self) -> Guest | None:
         return self._guest
+
+    def discard_dead_guest(self, case_id: str) -> Path:
+        """Keep the evidence of a guest that stopped answering, kill it, and let the
+        next case boot a fresh one: a hang costs one case, not the rest of the run."""
+        guest, self._guest = self._guest, None
+        machine = guest.machine
+        if machine.running:
+            evidence = machine.hang_evidence()
+        else:
+            evidence = f"QEMU exited ({machine.exit_description()})\nserial tail:\n{machine.serial_tail(40)}"
+        path = self.options.output / f"{machine.name}.lost-after-{case_id.replace('/', '_')}.txt"
+        path.write_text(evidence + "\n")
+        machine.kill()
+        guest.remote.close()
+        return path
 
     def close_guest(self) -> str | None:
         """Power the guest off (a later guest() boots a new one)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -117,3 +118,23 @@ def test_sigkill_mid_run_leaves_a_valid_record_and_no_qemu(tmp_path, debian_kern
     time.sleep(1.0)  # PR_SET_PDEATHSIG delivery is immediate; leave a margin for the reaper
     leftover = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert leftover == [], f"QEMU processes left behind: {leftover}"
+
+
+@pytest.mark.e2e
+def test_panic_or_hang_mid_run_costs_one_case_and_the_run_goes_on(tmp_path, debian_kernel):
+    out = tmp_path / "o"
+    done = kvmconf("run", "--suite", "smoke", "--output", str(out), "--history", str(tmp_path / "h"),
+                   env={"KVMCONF_TESTCASES": str(REPO / "tests/fixtures/faultsuite")})
+    assert done.returncode == 1, done.stderr[-2000:]
+    record = load_run(out)
+    assert problems(record) == []
+    cases = {c["id"]: c for c in record["cases"]}
+    assert {k: c["status"] for k, c in cases.items()} == {
+        "smoke/before": "PASS", "smoke/panic": "FAIL", "smoke/after-panic": "PASS",
+        "smoke/hang": "ERROR", "smoke/after-hang": "PASS"}
+    assert "Kernel panic" in cases["smoke/panic"]["reason"] or "sysrq" in cases["smoke/panic"]["reason"].lower()
+    assert re.search(r"no (exit|session) within 5 s", cases["smoke/hang"]["reason"])
+    # Each boot keeps its own logs: the second machine (after the panic) is "all-2".
+    evidence = (out / "all-2.lost-after-smoke_hang.txt").read_text()
+    assert "Kernel panic" in (out / "all.serial.log").read_text()
+    assert "query-status" in evidence and "'status': 'paused'" in evidence and "RIP=" in evidence

@@ -80,7 +80,11 @@ class Remote:
         command = " ".join(_quote(a) for a in argv)
         deadline = time.monotonic() + timeout
         try:
-            channel = self._client.get_transport().open_session(timeout=timeout)
+            try:
+                channel = self._client.get_transport().open_session(timeout=timeout)
+            except paramiko.SSHException as e:
+                raise DeadlineExceeded(f"guest command {command!r}: no session within {timeout:.0f} s "
+                                       f"({e})") from None
             channel.settimeout(timeout)
             channel.exec_command(command)
             pending = memoryview(stdin)

@@ -71,13 +71,19 @@ class KvmconfPlugin:
         cid = self._ids[item.nodeid]
         state = self._outcome[cid]
         excinfo = call.excinfo
-        if call.when == "call":
-            problems = self.ctx.booted.kernel_problems() if self.ctx.booted else []
+        if call.when == "call" and self.ctx.booted:
+            problems, alive = self.ctx.booted.after_case()
+            lost = None if alive else self.ctx.discard_dead_guest(cid)
             if problems and report.outcome != "skipped":
                 # A kernel report during the case is a FAIL on its own (design section 5).
                 report.outcome = "failed"
                 report.longrepr = "kernel report during the case:\n" + "\n".join(problems)
                 state.update(status="FAIL", reason="kernel report: " + _one_line(problems[0]))
+                return
+            if lost and report.outcome == "passed":
+                report.outcome = "failed"
+                report.longrepr = f"the guest stopped answering after the case (evidence: {lost})"
+                state.update(status="ERROR", reason=_one_line(report.longrepr))
                 return
         if report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
