@@ -1,0 +1,52 @@
+"""End to end: the syndbg suite in a real nested guest (kvm-amd under TCG), on Debian's
+kernel, and on a mutant built from linux-source-6.1 that behaves like the v7 series."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from harness.kernel import build
+from harness.results.schema import problems
+from tests.conftest import REPO, kvmconf, load_run
+
+pytestmark = pytest.mark.e2e
+
+
+def test_syndbg_suite_passes_on_debian_kernel(tmp_path, debian_kernel):
+    out = tmp_path / "syndbg"
+    done = kvmconf("run", "--features", "syndbg", "--output", str(out), "--seed", "11",
+                   "--history", str(tmp_path / "h"), timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = load_run(out)
+    assert problems(record) == []
+    named = [c for c in record["cases"] if c["feature"] == "syndbg" and "/random/" not in c["id"]]
+    assert len(named) >= 40
+    # On 6.1 every Hyper-V leaf, syndbg MSR and hypercall exists: nothing may SKIP.
+    assert {c["status"] for c in named} == {"PASS"}, [(c["id"], c["status"], c["reason"]) for c in named
+                                                     if c["status"] != "PASS"]
+    (random,) = [r for r in record["random"] if r["feature"] == "syndbg"]
+    assert random["scripts"] >= 200 and random["diverged"] == 0 and all(random["action_kinds"].values())
+
+
+def test_v7_like_mutant_fails_names_v7_and_replays(tmp_path):
+    patch = REPO / "ci/mutants/syndbg/v7-inactive-ignored.patch"
+    out = tmp_path / "mutant"
+    done = kvmconf("run", "--source", str(build.DEFAULT_SOURCE), "--patch", str(patch), "--features", "syndbg",
+                   "--seed", "11", "--output", str(out), "--history", str(tmp_path / "h"), timeout=1800)
+    assert done.returncode == 1, done.stderr[-2000:]
+    record = load_run(out)
+    failed = [c for c in record["cases"] if c["status"] == "FAIL" and c["divergence"]]
+    assert failed
+    for case in failed:
+        d = case["divergence"]
+        assert d["step"] is not None and d["action"] and d["field"] and d["expected"] != d["observed"]
+    v7 = next(c for c in failed if c["divergence"]["matches_profile"] == "v7")
+    # The reproduction line replays the case on the same kernel and gives the same divergence.
+    words = shlex.split(v7["reproduce"])
+    assert words[:2] == ["kvmconf", "run"] and "--case" in words
+    again = kvmconf(*words[1:], "--output", str(tmp_path / "replay"), "--history", str(tmp_path / "h"),
+                    timeout=1800)
+    assert again.returncode == 1
+    (replayed,) = [c for c in load_run(tmp_path / "replay")["cases"] if c["id"] == v7["id"]]
+    assert replayed["divergence"] == v7["divergence"]
