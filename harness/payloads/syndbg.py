@@ -7,11 +7,11 @@ strictly, into one event list per script.
 """
 from __future__ import annotations
 
-import json
 
 from elftools.elf.elffile import ELFFile
 
 from harness.errors import HarnessError
+from harness.payloads.trace import split_traces
 from harness.reference import syndbg as model
 
 VMCALL = bytes.fromhex("0f01c1")
@@ -119,25 +119,5 @@ def encode(scripts: list[dict]) -> bytes:
 # ---- decoding -------------------------------------------------------------
 
 def decode(stdout: bytes, count: int) -> list[list[dict]]:
-    """One event list per script (without the `script` tag), in script order.
-
-    Raises HarnessError on anything that is not a well-formed event line.
-    """
-    traces: list[list[dict]] = [[] for _ in range(count)]
-    for n, raw in enumerate(stdout.split(b"\n"), 1):
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_LINE:
-            raise HarnessError(f"syndbg payload output line {n}: longer than {MAX_LINE} bytes")
-        try:
-            event = json.loads(raw)
-        except ValueError as e:
-            raise HarnessError(f"syndbg payload output line {n}: not JSON ({e}): "
-                               f"{raw[:120]!r}") from None
-        if not isinstance(event, dict) or "error" in event:
-            raise HarnessError(f"syndbg payload output line {n}: {raw[:200]!r}")
-        idx = event.pop("script", None)
-        if not isinstance(idx, int) or not 0 <= idx < count:
-            raise HarnessError(f"syndbg payload output line {n}: bad script index {idx!r}")
-        traces[idx].append(event)
-    return traces
+    """One event list per script (without the `script` tag), in script order."""
+    return split_traces("syndbg", stdout, count, MAX_LINE)

@@ -11,10 +11,9 @@ Actions may leave out keys; `normalise` fills the defaults the payload needs
 """
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
-from harness.errors import HarnessError
+from harness.payloads.trace import split_traces
 
 PAGE = 4096
 ARENA = 16 << 20           # the payload's MAP_DMA backing memory
@@ -107,30 +106,8 @@ MAX_LINE = 1 << 20
 
 
 def parse_output(stdout: bytes, nscripts: int) -> list[list[dict]]:
-    """Split the payload's JSON lines per script, stripping the "script" tag.
-
-    Untrusted input: every line must be a JSON object with an integer
-    "script" in range and a string "op"; anything else is a HarnessError
-    naming the line.
-    """
-    traces: list[list[dict]] = [[] for _ in range(nscripts)]
-    for n, raw in enumerate(stdout.splitlines(), 1):
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_LINE:
-            raise HarnessError(f"vfio payload: output line {n} is longer than {MAX_LINE} bytes")
-        try:
-            event = json.loads(raw)
-        except ValueError as e:
-            raise HarnessError(f"vfio payload: output line {n} is not JSON ({e}): {raw[:200]!r}")
-        if not isinstance(event, dict) or not isinstance(event.get("script"), int) \
-                or not isinstance(event.get("op"), str):
-            raise HarnessError(f"vfio payload: output line {n} lacks script/op: {raw[:200]!r}")
-        index = event.pop("script")
-        if not 0 <= index < nscripts:
-            raise HarnessError(f"vfio payload: output line {n} names script {index} of {nscripts}")
-        traces[index].append(event)
-    return traces
+    """Split the payload's JSON lines per script, stripping the "script" tag."""
+    return split_traces("vfio", stdout, nscripts, MAX_LINE)
 
 
 def describe_action(action: dict) -> str:
