@@ -119,3 +119,28 @@ def test_built_kernel_boots_and_passes_smoke(base_build, tmp_path):
     assert record["kernel"]["config_sha256"] == json.loads(
         (base_build.directory / "metadata.json").read_text())["config_sha256"]
     assert record["platform"]["capabilities"]["guest"]["uname_r"] == base_build.kernel.version
+
+
+def test_build_failure_prints_the_log_tail_and_path(base_build, tmp_path):
+    patch = _one_line_patch(tmp_path, "broken.patch",
+                            "static void stimer_mark_pending(struct kvm_vcpu_hv_stimer *stimer,",
+                            "static void stimer_mark_pending(struct kvm_vcpu_hv_stimer *stimer, not C,")
+    done = kvmconf("kernel", "build", "--patch", str(patch))
+    assert done.returncode == 2
+    (line,) = [l for l in done.stderr.splitlines() if l.startswith("kvmconf:")]
+    assert line.startswith("kvmconf: kernel build failed: ") and "(log: " in line
+    log = Path(re.search(r"\(log: (\S+)\)", line).group(1))
+    assert log.is_file() and "hyperv.c" in done.stdout and "error" in done.stdout  # the tail
+    # The next build of the same tree without the patch still works (and hits the cache).
+    assert build.build(progress=lambda text: None).kernel.sha256 == base_build.kernel.sha256
+
+
+def test_tarball_that_is_not_a_kernel_source(tmp_path):
+    import tarfile
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "README").write_text("not a kernel\n")
+    with tarfile.open(tmp_path / "proj.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "proj", arcname="proj")
+    done = kvmconf("kernel", "build", "--source", str(tmp_path / "proj.tar.gz"))
+    assert done.returncode == 2
+    assert f"--source {tmp_path / 'proj.tar.gz'}: not a Linux kernel source" in done.stderr
