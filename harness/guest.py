@@ -71,14 +71,16 @@ class Guest:
         return problems, True
 
     def poweroff(self, timeout: float = 15.0) -> str:
-        """Clean poweroff from inside the guest; falls back to QMP, then kill."""
+        """Clean poweroff from inside the guest, confirmed by QMP's SHUTDOWN event;
+        falls back to system_powerdown, quit, kill."""
         if self.machine.running and self.remote.connected:
             with contextlib.suppress(HarnessError):
                 self.remote.run(["sh", "-c", "sync; (sleep 0.2; poweroff -f) >/dev/null 2>&1 &"],
                                 timeout=10)
             self.remote.close()
-            if self.machine.wait_exit(timeout):
+            event = self.machine.wait_event("SHUTDOWN", timeout)
+            if event and self.machine.wait_exit(timeout):
                 self.machine.kill()  # closes QMP
-                return "guest poweroff"
+                return f"guest poweroff (SHUTDOWN {event['data'].get('reason')})"
         self.remote.close()
         return self.machine.shutdown(timeout=3.0)

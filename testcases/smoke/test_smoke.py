@@ -64,4 +64,4 @@ def test_edu_device(guest):
 def test_poweroff(kvmconf_ctx, guest):
     """Runs last in the smoke suite: a clean poweroff from inside the guest ends QEMU."""
     how = kvmconf_ctx.close_guest()
-    assert how == "guest poweroff", f"shutdown needed {how}"
+    assert how == "guest poweroff (SHUTDOWN guest-shutdown)", f"shutdown needed {how}"
