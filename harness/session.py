@@ -19,12 +19,8 @@ from harness.remote.keys import generate
 @dataclass
 class RunOptions:
     output: Path
-    features: list[str]
-    suites: list[str]
-    cases: list[str]
     profiles: dict[str, str]       # model profile per feature (--profile FEATURE=NAME)
     seed: int
-    label: str
     accel: str                     # resolved: tcg | kvm
     accel_reason: str
     machine_profile: Profile
@@ -93,10 +89,6 @@ class RunContext:
         self.record.data["platform"]["capabilities"]["guest"] = self._guest.capabilities
         self.record.write()
         return self._guest
-
-    @property
-    def boot_error(self) -> HarnessError | None:
-        return self._boot_error
 
     @property
     def booted(self) -> Guest | None:

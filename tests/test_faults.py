@@ -138,3 +138,10 @@ def test_panic_or_hang_mid_run_costs_one_case_and_the_run_goes_on(tmp_path, debi
     evidence = (out / "all-2.lost-after-smoke_hang.txt").read_text()
     assert "Kernel panic" in (out / "all.serial.log").read_text()
     assert "query-status" in evidence and "'status': 'paused'" in evidence and "RIP=" in evidence
+
+
+def test_case_that_matches_nothing(tmp_path):
+    done = kvmconf("run", "--case", "smoke/no-such-case", "--output", str(tmp_path / "o"),
+                   "--history", str(tmp_path / "h"))
+    assert done.returncode == 2
+    assert _one_line_error(done) == "kvmconf: --case smoke/no-such-case: matches no case of the suite"

@@ -37,7 +37,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", default="", help="extra kernel command line for the guest")
 
 
-def reproduce_line(args, features: list[str]) -> str:
+def reproduce_line(args) -> str:
     words = ["kvmconf", "run"]
     if args.kernel:
         words += ["--kernel", args.kernel]
@@ -109,12 +109,11 @@ def cmd_run(args) -> int:
     record.data["seed"] = seed
     record.write()
 
-    options = RunOptions(output=output, features=features, suites=suites, cases=args.case,
-                         profiles=profiles, seed=seed, label=args.label, accel=accel,
+    options = RunOptions(output=output, profiles=profiles, seed=seed, accel=accel,
                          accel_reason=accel_reason, machine_profile=machine_profile,
                          boot_timeout=args.boot_timeout, append=shlex.split(args.append),
-                         reproduce=reproduce_line(args, features) +
-                         f" --seed {seed}", payload_names=payload_names)
+                         reproduce=reproduce_line(args) + f" --seed {seed}", payload_names=payload_names)
+
     def progress(text: str) -> None:
         err.print(f"[dim]{text}[/dim]")
     ctx = RunContext(options, kernel, record, progress)
@@ -129,6 +128,8 @@ def cmd_run(args) -> int:
             code = pytest.main(pytest_args, plugins=[plugin])
         finally:
             ctx.close()
+    if plugin.unmatched:
+        raise UsageError(f"--case {plugin.unmatched[0]}: matches no case of the suite")
     record.data["timing"]["total_s"] = round(time.monotonic() - started, 3)
     record.write()
     history.append(Path(args.history) if args.history else REPO / "results" / "history.sqlite",

@@ -29,9 +29,3 @@ def append(db: Path, record: dict, record_path: Path) -> None:
                          [(record["run_id"], c["id"], c["feature"], c["status"], c["reason"],
                            c["duration_s"]) for c in record["cases"]])
 
-
-def runs(db: Path) -> list[tuple]:
-    with sqlite3.connect(db, timeout=30) as conn:
-        conn.executescript(SCHEMA)
-        return conn.execute("SELECT run_id, started, label, kernel_version, summary FROM runs "
-                            "ORDER BY started").fetchall()

@@ -36,6 +36,7 @@ class KvmconfPlugin:
         self.progress = progress or (lambda text: None)
         self._ids: dict[str, str] = {}       # nodeid -> case id
         self._outcome: dict[str, dict] = {}  # case id -> status so far
+        self.unmatched: list[str] = []       # --case patterns that select nothing
 
     # -- selection ----------------------------------------------------------
     def _selected(self, cid: str) -> bool:
@@ -49,6 +50,10 @@ class KvmconfPlugin:
             cid = case_id(item)
             (keep if self._selected(cid) else drop).append(item)
             self._ids[item.nodeid] = cid
+        self.unmatched = [p for p in self.cases
+                          if not any(fnmatch.fnmatchcase(self._ids[i.nodeid], p) for i in keep)]
+        if self.unmatched:
+            raise pytest.UsageError(f"--case {self.unmatched[0]}: matches no case")
         items[:] = keep
         config.hook.pytest_deselected(items=drop)
         # Smoke first (it owns the boot case), the features, smoke/poweroff last.
