@@ -129,25 +129,33 @@ def generate(feature: str, source_root: Path) -> list[Mutant]:
     mutants = []
     scope = CASE_SCOPE.get(feature)
     for function, (first, last) in sorted(bodies.items(), key=lambda kv: kv[1]):
-        switches: list[tuple[int, bool]] = []   # (indent, current case in scope)
+        switches: list[list] = []   # [indent, current case in scope, case block open]
         previous = "{"
+        in_trace = False            # inside a tracepoint or debug print: unobservable
         for index in range(first, last + 1):
             line = lines[index]
             indent = len(line) - len(line.lstrip("\t"))
             text = line.strip()
-            if switches and text == "}" and indent == switches[-1][0]:
-                switches.pop()
+            if switches and text.startswith("}") and indent == switches[-1][0]:
+                if switches[-1][2]:
+                    switches[-1][2] = False      # end of a `case X: {` block
+                else:
+                    switches.pop()
             elif switches and indent == switches[-1][0] and text.startswith(("case ", "default")):
                 labels_in_scope = bool(scope is None or scope.search(text))
                 # Fall-through labels share a body: any covered label keeps it in scope.
-                keep = labels_in_scope or (previous.endswith(":") and switches[-1][1])
-                switches[-1] = (switches[-1][0], keep)
-            in_scope = all(flag for _, flag in switches)
+                switches[-1][1] = labels_in_scope or (previous.endswith(":") and switches[-1][1])
+                switches[-1][2] = text.endswith("{")
+            if re.match(r"(trace_\w+|vcpu_debug|vcpu_unimpl|pr_\w+|printk|WARN\w*)\(", text):
+                in_trace = True
+            in_scope = all(flag for _, flag, _ in switches) and not in_trace
             if in_scope and _code(line) and not text.startswith(("case ", "default")):
                 mutants += mutants_of_line(feature, path, function, index + 1, line,
                                            statement_start=previous.endswith((";", "{", "}", ":")))
+            if in_trace and text.endswith(";"):
+                in_trace = False
             if text.startswith("switch ("):
-                switches.append((indent, True))
+                switches.append([indent, True, False])
             if _code(line):
                 previous = text.split("/*")[0].rstrip()
     return mutants
