@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,23 @@ def test_tarball_that_is_not_a_kernel_source(tmp_path):
     done = kvmconf("kernel", "build", "--source", str(tmp_path / "proj.tar.gz"))
     assert done.returncode == 2
     assert f"--source {tmp_path / 'proj.tar.gz'}: not a Linux kernel source" in done.stderr
+
+
+def test_a_source_tree_that_differs_in_one_file_builds_incrementally(base_build, tmp_path):
+    """A maintainer's tree (or a mutated copy of the source) reuses the work and object
+    trees: only the files that differ are synced and rebuilt."""
+    pristine, _ = build.pristine_tree(build.DEFAULT_SOURCE)
+    tree = tmp_path / "linux"
+    subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True, timeout=300)  # hard links
+    nonce = os.urandom(4).hex()
+    target = tree / HYPERV_C
+    text = target.read_text().replace("static void stimer_mark_pending(struct kvm_vcpu_hv_stimer *stimer,",
+                                      f"static void stimer_mark_pending(struct kvm_vcpu_hv_stimer *stimer, /* {nonce} */")
+    target.unlink()  # break the hard link before writing
+    target.write_text(text)
+    result = build.build(tree, progress=lambda text: None)
+    meta = json.loads((result.directory / "metadata.json").read_text())
+    assert result.cached is False and meta["source"]["path"] == str(tree) and meta["patches"] == []
+    compiled = re.findall(r"^\s+CC\s+(\S+)", (Path(meta["object_tree"]) / "build.log").read_text(), re.M)
+    assert "arch/x86/kvm/hyperv.o" in compiled and len(compiled) < 30, compiled
+    assert nonce not in (pristine / HYPERV_C).read_text()

@@ -142,20 +142,52 @@ def pristine_tree(source: Path) -> tuple[Path, str]:
 
 
 # -- the private copy with patches ------------------------------------------------
+# One private work tree and one object tree per config serve every source: a
+# new source is synced into the work tree file by file (only changed files get
+# a new mtime), so switching between two trees that differ in one file, or
+# between patch sets, rebuilds only what changed.
+def _newest_dir(parent: Path, match) -> Path | None:
+    found = [p for p in parent.iterdir() if p.is_dir() and match(p)] if parent.is_dir() else []
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _work_tree() -> Path:
+    root = cache_root() / "kernel" / "work"
+    return _newest_dir(root, lambda p: (p / ".kvmconf-patches.json").exists()) or root / "tree"
+
+
+def _object_tree(fragments_digest: str) -> Path:
+    root = cache_root() / "kernel" / "obj"
+    tag = fragments_digest[:16]
+    return _newest_dir(root, lambda p: p.name.split("-")[-1] == tag) or root / tag
+
+
+def _sync_source(pristine: Path, work: Path) -> None:
+    """Make `work` hold exactly `pristine`'s files; unchanged files keep their mtime."""
+    _run(["rsync", "-rlp", "--checksum", "--delete", "--exclude=/.git", "--exclude=/.kvmconf-patches.json",
+          f"{pristine}/", f"{work}/"], cwd=work, timeout=1800)
+
+
 def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Patch]) -> Path:
-    """A private copy of the source with exactly `patch_list` applied.
+    """The private copy holding `pristine` with exactly `patch_list` applied.
 
     Files touched by the previous patch set are restored from the pristine tree
     first (with a fresh mtime, so make rebuilds what depends on them).
     """
-    work = cache_root() / "kernel" / "work" / digest[:24]
+    work = _work_tree()
     state_file = work / ".kvmconf-patches.json"
     if not work.is_dir():
         with atomic_directory(work) as tmp:
             _run(["cp", "-a", "--reflink=auto", f"{pristine}/.", str(tmp)], cwd=tmp)
             shutil.rmtree(tmp / ".git", ignore_errors=True)
-            (tmp / ".kvmconf-patches.json").write_text(json.dumps({"shas": [], "files": []}))
+            (tmp / ".kvmconf-patches.json").write_text(json.dumps(
+                {"source": digest, "shas": [], "files": []}))
     state = json.loads(state_file.read_text())
+    if state.get("source", work.name) not in (digest, digest[:24]):
+        state_file.write_text(json.dumps({"source": None, "shas": [], "files": []}))
+        _sync_source(pristine, work)
+        state = {"source": digest, "shas": [], "files": []}
+        state_file.write_text(json.dumps(state))
     wanted = [p.sha256 for p in patch_list]
     if state["shas"] == wanted:
         return work
@@ -165,7 +197,7 @@ def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Pa
             shutil.copyfile(original, copy)  # new mtime on purpose
         elif copy.exists():
             copy.unlink()
-    state_file.write_text(json.dumps({"shas": [], "files": []}))
+    state_file.write_text(json.dumps({"source": digest, "shas": [], "files": []}))
     touched: list[str] = []
     for patch in patch_list:
         touched += patch.files
@@ -173,10 +205,10 @@ def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Pa
             patchlib.apply(patch, work)
         except UsageError:
             # Leave the copy pristine again: restore what earlier patches touched.
-            state_file.write_text(json.dumps({"shas": ["?"], "files": sorted(set(touched))}))
+            state_file.write_text(json.dumps({"source": digest, "shas": ["?"], "files": sorted(set(touched))}))
             _prepare_work_tree(pristine, digest, [])
             raise
-    state_file.write_text(json.dumps({"shas": wanted, "files": sorted(set(touched))}))
+    state_file.write_text(json.dumps({"source": digest, "shas": wanted, "files": sorted(set(touched))}))
     return work
 
 
@@ -249,8 +281,8 @@ def build(source: Path | None = None, patch_files: list[Path] = (), fragments: l
         return BuildResult(_image(out, records), True, time.monotonic() - start, out)
 
     fragments_digest = hashlib.sha256("".join(sha256_file(f) for f in fragments).encode()).hexdigest()
-    obj = cache_root() / "kernel" / "obj" / f"{src_digest[:16]}-{fragments_digest[:16]}"
-    with locked(cache_root() / "kernel" / "work" / src_digest[:24]):
+    with locked(_work_tree()):
+        obj = _object_tree(fragments_digest)
         if (out / "metadata.json").is_file():  # built by a racing run meanwhile
             return BuildResult(_image(out, records), True, time.monotonic() - start, out)
         obj.mkdir(parents=True, exist_ok=True)
