@@ -41,7 +41,9 @@
  *   fill: 0 = buffer zeroed, 1 = every byte 0x5a before the call.
  *
  * Output (stdout): one JSON object per observation, tagged "script" (index of
- * the S record, from 0) and "op".  "result" is "ok" or the errno name.  User
+ * the S record, from 0) and "op".  "result" is "ok" (the ioctl returned 0),
+ * the errno name (it returned -1), or "RET<n>" (it returned n > 0, which no
+ * type1 ioctl but CHECK_EXTENSION may do).  User
  * bitmaps are reported sparsely as "bitmap": [[word, value], ...] listing the
  * words that differ from the fill value, plus "guards": [below, above].
  * Diagnostics go to stderr.  Exit 0 when the payload ran, whatever the kernel
@@ -76,6 +78,12 @@
 #define VP_EDU_DMA_BUF 0x40000ull
 #define VP_DMA_DEADLINE_NS 5000000000ll
 #define VP_DMA_MAX 2048
+/*
+ * A positive return of an ioctl that must return 0 on success: the kernel
+ * returned a value no caller expects (e.g. `return 1` instead of 0).  It is
+ * reported as "RET<n>", never folded into "ok".
+ */
+#define VP_RET_POSITIVE 0x40000000
 
 struct vp_action {
 	char op[16];
@@ -145,16 +153,21 @@ static const char *vfio_errname(int e)
 	case EOVERFLOW: return "EOVERFLOW";
 	case EOPNOTSUPP: return "EOPNOTSUPP";
 	}
-	snprintf(buf, sizeof(buf), "E%d", e);
+	if (e & VP_RET_POSITIVE)
+		snprintf(buf, sizeof(buf), "RET%d", e & 0xffff);
+	else
+		snprintf(buf, sizeof(buf), "E%d", e);
 	return buf;
 }
 
-/* ioctl returning 0 on success or the errno */
+/* ioctl returning 0 on success, the errno, or VP_RET_POSITIVE | ret */
 static int vfio_ioctl(int fd, unsigned long req, void *arg)
 {
 	int ret = ioctl(fd, req, arg);
 
-	return ret < 0 ? errno : 0;
+	if (ret < 0)
+		return errno;
+	return ret > 0 ? VP_RET_POSITIVE | (ret & 0xffff) : 0;
 }
 
 static uint64_t vfio_arg(const struct vp_action *a, const char *k, uint64_t def)

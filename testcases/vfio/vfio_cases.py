@@ -66,6 +66,12 @@ CASES = [
     case("vfio/discovery/argsz-24-cap-offset-zero",
          "20 <= argsz < needed: cap_offset 0 and argsz = needed; argsz 15 is EINVAL",
          [{"op": "info", "argsz": 24}, {"op": "info", "argsz": 20}, {"op": "info", "argsz": 15}]),
+    case("vfio/discovery/argsz-exactly-needed",
+         "argsz == sizeof(info) + caps.size (116 here) is enough: caps copied, cap_offset 24; "
+         "one byte less (115) is not: argsz grown to 116, cap_offset 0 "
+         "(vfio_iommu_type1_get_info: info.argsz < sizeof(info) + caps.size)",
+         [{"op": "info", "argsz": 116}, {"op": "info", "argsz": 115},
+          {"op": "info", "argsz": 117}]),
     case("vfio/discovery/dma-avail-counts-mappings",
          "DMA_AVAIL is dma_entry_limit minus the live mappings (vfio_dma_do_map/vfio_remove_dma)",
          [INFO, mp(M1), mp(M2, MiB), INFO, unmap(*M1), INFO]),
@@ -128,6 +134,13 @@ CASES = [
     case("vfio/get/size-zero-or-unaligned",
          "size 0 (verify_bitmap_size: no pages) and size not page aligned: EINVAL",
          S1_TRACKING + [get(0x100000, 0, bsize=8), get(0x100000, 0x100800, bsize=64)]),
+    case("vfio/get/unaligned-in-empty-range",
+         "iova or size not a multiple of the 4 KiB IOMMU page where no mapping could turn it "
+         "into a bisect error: iova +0x800, iova +1, size 0x2800, size 0x2001 are each EINVAL "
+         "(vfio_iommu_type1_dirty_pages: range.iova & (iommu_pgsize - 1), "
+         "range.size & (iommu_pgsize - 1)); the aligned request over the same range is 0",
+         S1_TRACKING + [get(0x600800, 0x1000), get(0x600001, 0x1000), get(0x600000, 0x2800),
+                        get(0x600000, 0x2001), get(0x600000, 0x2000)]),
     case("vfio/get/wrap",
          "iova + size wraps: EINVAL; a range ending exactly at 2^64 also wraps to 0 in 6.1",
          S1_TRACKING + [get(TOP - 0x1000, 0x3000), get(TOP, 0x1000)]),
@@ -207,6 +220,28 @@ CASES = [
          "argsz 24 with the flag, pgsize 8192, bitmap.size 0, unknown flag 8: EINVAL",
          S1_TRACKING + [unmapb(*M3, argsz=24), unmapb(*M3, pgsize=8192),
                         unmapb(*M3, bsize=0), unmap(*M3, flags=8), unmapb(*M3)]),
+    case("vfio/unmap/bitmap-args-more",
+         "unmap-with-bitmap: bitmap.data a kernel address (access_ok), bitmap.size one byte "
+         "short of DIRTY_BITMAP_BYTES(npages), bitmap.size above DIRTY_BITMAP_SIZE_MAX: EINVAL "
+         "each and nothing unmapped (vfio_iommu_type1_unmap_dma, verify_bitmap_size); "
+         "exactly DIRTY_BITMAP_BYTES(3) = 8 then works",
+         S1_TRACKING + [unmapb(*M3, data=2), unmapb(*M1, bsize=31), unmapb(*M3, bsize=0x10000008),
+                        unmapb(*M1, bsize=32), unmapb(*M3, bsize=8)]),
+    case("vfio/unmap/unaligned-in-empty-range",
+         "unmap with iova +0x800, iova +1, size 0x2800 or size 0x2001 where nothing is mapped: "
+         "EINVAL (vfio_dma_do_unmap: iova & (pgsize - 1), size & (pgsize - 1)), plain and with "
+         "a bitmap; argsz 23 is EINVAL (vfio_iommu_type1_unmap_dma minsz); the aligned unmap "
+         "of the same range is 0 with size 0",
+         S1_TRACKING + [unmap(0x600800, 0x1000), unmap(0x600001, 0x1000), unmap(0x600000, 0x2800),
+                        unmap(0x600000, 0x2001), unmapb(0x600800, 0x1000), unmapb(0x600001, 0x1000),
+                        unmapb(0x600000, 0x2800), unmapb(0x600000, 0x2001),
+                        unmap(*M3, argsz=23), unmap(0x600000, 0x2000), INFO]),
+    case("vfio/unmap/gap-right-after-mapping",
+         "an unmap starting exactly where a mapping ends finds no mapping "
+         "(vfio_find_dma_first_node: start < dma->iova + dma->size): after M2, M4 and M3, "
+         "plain and with a bitmap, size 0 and everything still mapped",
+         S1_TRACKING + [unmap(0x210000, 0x1000), unmapb(0x231000, 0x1000), unmap(0x303000, 0x1000),
+                        unmapb(0x210000, 0x1C000), INFO, get(0x100000, 0x205000, bsize=72)]),
     case("vfio/unmap/bisect",
          "unmap (with bitmap) cutting M1: EINVAL",
          S1_TRACKING + [unmapb(0x100000, 0x1000), unmap(0x180000, 0x80000)]),
@@ -235,6 +270,14 @@ CASES = [
          S1_TRACKING + [unmap(0x200000, 0x31000, flags=4), unmap(*M2, flags=4),
                         mp(M2, 5 * MiB, flags=4), mp(M4, 6 * MiB, flags=4),
                         mp(M4, 6 * MiB, flags=4), getm(M2)]),
+    case("vfio/unmap/vaddr-rollback",
+         "UNMAP_FLAG_VADDR over M2 + M4 with M4 already invalid: M2 is invalidated, then the "
+         "walk meets M4 and rolls M2 back (vfio_dma_do_unmap: for (n = first_n; n != last_n; "
+         "...) vaddr_invalid = false): EINVAL; MAP_FLAG_VADDR of M2 is then EINVAL (still "
+         "valid) and of M4 fine",
+         S1_TRACKING + [unmap(*M4, flags=4), unmap(0x200000, 0x31000, flags=4),
+                        mp(M2, 5 * MiB, flags=4), mp(M4, 6 * MiB, flags=4), mp(M4, 6 * MiB, flags=4),
+                        unmap(0x100000, 0x205000, flags=4), INFO]),
     case("vfio/unmap/v1-semantics",
          "type1 v1: an unmap starting inside a mapping unmaps nothing (size 0), one covering "
          "its first page unmaps all of it",
@@ -248,6 +291,13 @@ CASES = [
           mp((0x800000, 0x1000), 0, flags=0), mp((0x800000, 0x1000), 0, argsz=31),
           mp((0xFEE00000, 0x1000), 0), mp((1 << 39, 0x1000), 0), mp((0x800000, 0x1000), 0x800),
           mp((0x800000, 0x1000), 0, flags=7), mp((0x800000, 0x1000), 0, flags=4), INFO]),
+
+    case("vfio/map/adjacent-below-and-above",
+         "mappings that touch an existing one end to start are not overlaps "
+         "(vfio_find_dma: start + size <= dma->iova, start >= dma->iova + dma->size): M2 first, "
+         "then M1 right below it and a mapping right above it; one GET reports all three",
+         [mp(M2, MiB), mp(M1, 0), mp((0x210000, 0x3000), 2 * MiB), START,
+          get(0x100000, 0x113000), INFO]),
 
     # ---------------------------------------------------------------- the 6.1 stale bits
     case("vfio/stale/get-after-shifted-merge",
