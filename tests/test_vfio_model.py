@@ -260,3 +260,40 @@ def test_v1_transitions():
     assert ("ok", R) in optional and ("error", S) in optional
     walk = model.v1_walk([R | S, S, 0])
     assert [next(iter(w)) for w in walk] == [("ok", 3), ("ok", 2), ("ok", 0)]
+
+
+# ---------------------------------------------------------------- rules added for mutants
+
+def test_info_argsz_exactly_needed_gets_the_caps():
+    ev = run([{"op": "info", "argsz": 116}, {"op": "info", "argsz": 115}])
+    assert (ev[0]["argsz"], ev[0]["cap_offset"], len(ev[0]["caps"])) == (116, 24, 3)
+    assert (ev[1]["argsz"], ev[1]["cap_offset"], ev[1]["caps"]) == (116, 0, [])
+
+
+def test_extensions_before_set_iommu_poll_type1_with_null_iommu():
+    ev = run([{"op": "ext", "arg": a} for a in (3, 10, 4)], iommu="none")
+    assert [e["value"] for e in ev] == [1, 0, 0]
+    ev = run([{"op": "ext", "arg": a} for a in (3, 10, 4)])
+    assert [e["value"] for e in ev] == [1, 1, 0]
+
+
+@pytest.mark.parametrize("iova, size", [(0x600800, 0x1000), (0x600001, 0x1000),
+                                        (0x600000, 0x2800), (0x600000, 0x2001)])
+def test_unaligned_get_and_unmap_in_an_empty_range(iova, size):
+    ev = run(S1 + [START, get(iova, size), {"op": "unmap", "iova": iova, "size": size},
+                   {"op": "unmap", "iova": iova, "size": size, "flags": 1}])
+    assert [e["result"] for e in ev[-3:]] == ["EINVAL"] * 3
+
+
+def test_unmap_starting_at_a_mapping_end_finds_nothing():
+    ev = run(S1 + [{"op": "unmap", "iova": 0x210000, "size": 0x1000},
+                   {"op": "unmap", "iova": 0x303000, "size": 0x1000}])
+    assert [(e["result"], e["size"]) for e in ev[-2:]] == [("ok", 0), ("ok", 0)]
+
+
+def test_vaddr_unmap_rolls_back_the_mappings_it_invalidated():
+    ev = run(S1 + [{"op": "unmap", "iova": M4[0], "size": M4[1], "flags": 4},
+                   {"op": "unmap", "iova": 0x200000, "size": 0x31000, "flags": 4},
+                   {"op": "map", "iova": M2[0], "size": M2[1], "voff": 5 << 20, "flags": 4},
+                   {"op": "map", "iova": M4[0], "size": M4[1], "voff": 6 << 20, "flags": 4}])
+    assert [e["result"] for e in ev[-4:]] == ["ok", "EINVAL", "EINVAL", "ok"]

@@ -177,6 +177,7 @@ def script_strategy(min_actions: int = 5, max_actions: int = 30):
         maps: list[tuple[int, int, int]] = []     # (first page, pages, flags)
         tracking = False
         actions: list[dict] = []
+        invalid: list[tuple[int, int, int]] = []  # maps whose vaddr was invalidated
 
         def page_range(kind: str) -> tuple[int, int]:
             """(iova, size) in bytes for a get/unmap."""
@@ -192,6 +193,9 @@ def script_strategy(min_actions: int = 5, max_actions: int = 30):
                 if draw(st.booleans()):                            # from a gap below
                     first = max(0, first - draw(st.integers(0, 70)))
                 return BASE_IOVA + first * PAGE, (last - first) * PAGE
+            if choice == 8:                                        # from a mapping's end
+                f, p, _ = draw(st.sampled_from(maps))
+                return BASE_IOVA + (f + p) * PAGE, draw(st.sampled_from(SIZES_PAGES)) * PAGE
             first = draw(st.integers(0, 300))                      # anywhere
             return BASE_IOVA + first * PAGE, draw(st.sampled_from(SIZES_PAGES)) * PAGE
 
@@ -200,9 +204,10 @@ def script_strategy(min_actions: int = 5, max_actions: int = 30):
             if draw(st.integers(0, 9)) != 0:
                 return a
             what = draw(st.sampled_from(["pgsize", "bsize", "argsz", "iova", "size", "data",
-                                         "fill", "wrap"]))
+                                         "fill", "wrap", "iova1", "size1"]))
             if what == "pgsize":
-                a["pgsize"] = draw(st.sampled_from([0, 2048, 8192, 0x200000]))
+                # never 0: __ffs(0) is a shift by 64 in the kernel (UB, UBSAN reports it)
+                a["pgsize"] = draw(st.sampled_from([1, 2048, 8192, 0x3000, 0x200000]))
             elif what == "bsize":
                 a["bsize"] = max(0, a["bsize"] - draw(st.sampled_from([1, 8, a["bsize"]])))
             elif what == "argsz":
@@ -215,12 +220,26 @@ def script_strategy(min_actions: int = 5, max_actions: int = 30):
                 a["data"] = draw(st.sampled_from([1, 2]))
             elif what == "fill":
                 a["fill"] = 1
+            elif what == "iova1":                                  # odd, not only 0x800
+                a["iova"] += draw(st.sampled_from([1, 0x1001, 0x800]))
+            elif what == "size1":
+                a["size"] += draw(st.sampled_from([1, 0x800, 0x1800]))
             else:
                 a["iova"] = 0xFFFFFFFFFFFFF000
                 a["size"] = draw(st.sampled_from([0x1000, 0x2000]))
             return a
 
         for _ in range(n):
+            if invalid and draw(st.integers(0, 4)) == 2:
+                # restore an invalidated vaddr (UPDATE_VADDR), sometimes with a wrong size
+                m = draw(st.sampled_from(invalid))
+                f, p, _ = m
+                if draw(st.integers(0, 3)):
+                    invalid.remove(m)
+                size = p * PAGE if draw(st.integers(0, 3)) else (p + 1) * PAGE
+                actions.append({"op": "map", "iova": BASE_IOVA + f * PAGE, "size": size, "flags": 4,
+                                "voff": draw(st.integers(0, ARENA // PAGE - p - 1)) * PAGE})
+                continue
             kind = draw(st.sampled_from(KIND_WEIGHTS))
             if kind == "start" or (kind == "get" and not tracking and draw(st.integers(0, 3)) == 0):
                 actions.append({"op": "dirty", "flags": 1})
@@ -228,10 +247,24 @@ def script_strategy(min_actions: int = 5, max_actions: int = 30):
                 if kind == "start":
                     continue
             if kind == "map":
-                first = draw(st.integers(0, 300))
                 pages = draw(st.sampled_from(SIZES_PAGES))
+                where = draw(st.integers(0, 9))
+                if maps and where < 3:                             # touching a mapping
+                    f, p, _ = draw(st.sampled_from(maps))
+                    first = f + p if where < 2 else max(0, f - pages)
+                else:
+                    first = draw(st.integers(0, 300))
                 voff = draw(st.integers(0, ARENA // PAGE - pages)) * PAGE
                 flags = draw(st.sampled_from([3, 3, 3, 1, 2]))
+                if maps and draw(st.integers(0, 14)) == 7:        # (hypothesis favours 0)
+                    # UPDATE_VADDR: invalidate the vaddr of a mapping, or of a
+                    # range of mappings one of which may already be invalid
+                    # (the rollback path); restored at the top of the loop
+                    iova, size = page_range("unmap")
+                    actions.append({"op": "unmap", "iova": iova, "size": size, "flags": 4})
+                    lo, hi = (iova - BASE_IOVA) // PAGE, (iova + size - BASE_IOVA) // PAGE
+                    invalid.extend(m for m in maps if lo <= m[0] < hi and m not in invalid)
+                    continue
                 actions.append({"op": "map", "iova": BASE_IOVA + first * PAGE,
                                 "size": pages * PAGE, "voff": voff, "flags": flags})
                 if not any(f < first + pages and first < f + p for f, p, _ in maps):
@@ -240,6 +273,16 @@ def script_strategy(min_actions: int = 5, max_actions: int = 30):
                 iova, size = page_range(kind)
                 if kind == "unmap":
                     a = {"op": "unmap", "iova": iova, "size": size}
+                    if draw(st.integers(0, 9)) == 0:                # one wrong argument
+                        what = draw(st.sampled_from(["iova", "size", "argsz", "flags"]))
+                        if what == "iova":
+                            a["iova"] += draw(st.sampled_from([1, 0x800]))
+                        elif what == "size":
+                            a["size"] += draw(st.sampled_from([1, 0x800]))
+                        elif what == "argsz":
+                            a["argsz"] = 23
+                        else:
+                            a["flags"] = draw(st.sampled_from([8, 2, 3]))
                 else:
                     a = {"op": "get" if kind == "get" else "unmap", "iova": iova, "size": size}
                     if kind == "unmap_bitmap":
@@ -260,9 +303,10 @@ def script_strategy(min_actions: int = 5, max_actions: int = 30):
                     {"op": "dirty", "flags": 4}, {"op": "dirty", "flags": 4, "argsz": 48},
                     {"op": "dirty", "flags": 2, "null": 1}])))
             elif kind == "info":
-                actions.append({"op": "info", "argsz": draw(st.sampled_from([4096, 4096, 16, 20, 24, 15]))})
+                actions.append({"op": "info", "argsz": draw(st.sampled_from(
+                    [4096, 4096, 16, 20, 24, 15, 115, 116, 117]))})
             elif kind == "ext":
-                actions.append({"op": "ext", "arg": draw(st.sampled_from([1, 3, 6, 9, 10, 2, 8]))})
+                actions.append({"op": "ext", "arg": draw(st.sampled_from([1, 3, 6, 9, 10, 4, 2, 8]))})
             elif kind == "dma" and draw(st.integers(0, 2)) == 0:
                 # edu's DMA timer costs 100 ms of guest time per transfer:
                 # draw it a third as often as its weight says

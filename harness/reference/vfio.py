@@ -58,6 +58,7 @@ VFIO_TYPE1v2_IOMMU = 3
 VFIO_TYPE1_NESTING_IOMMU = 6
 VFIO_UNMAP_ALL = 9
 VFIO_UPDATE_VADDR = 10
+VFIO_DMA_CC_IOMMU = 4
 MAP_READ, MAP_WRITE, MAP_VADDR = 1, 2, 4
 UNMAP_GET_DIRTY_BITMAP, UNMAP_ALL, UNMAP_VADDR = 1, 2, 4
 DIRTY_START, DIRTY_STOP, DIRTY_GET = 1, 2, 4
@@ -73,6 +74,9 @@ MACHINE = {
     "iova_pgsizes": 0x40201000,
     "iova_ranges": [[0, 0xFEDFFFFF], [0xFEF00000, 0x7FFFFFFFFF]],
     "dma_entry_limit": 0xFFFF,      # vfio_iommu_type1.c: dma_entry_limit = U16_MAX
+    # QEMU's intel-iommu without snoop-control: intel_iommu_enforce_cache_coherency()
+    # fails, so the domain does not enforce coherency (VFIO_DMA_CC_IOMMU -> 0)
+    "enforce_cache_coherency": 0,
 }
 
 # drivers/vfio/vfio_iommu_type1.c
@@ -571,12 +575,21 @@ class Container:
         return True
 
     def op_ext(self, a: dict) -> dict:
-        # vfio_iommu_type1_check_extension() (container with type1 set)
+        # vfio_iommu_type1_check_extension(iommu, arg).  Before VFIO_SET_IOMMU,
+        # container.c: vfio_container_ioctl_check_extension() polls every
+        # registered driver with iommu_data == NULL (type1 is the only one:
+        # no spapr on x86, no CONFIG_VFIO_NOIOMMU) and returns the first
+        # positive answer, else 0.
         arg = a["arg"]
+        have_iommu = bool(self.iommu)
         if arg in (VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU, VFIO_TYPE1_NESTING_IOMMU, VFIO_UNMAP_ALL):
             value = 1
         elif arg == VFIO_UPDATE_VADDR:
-            value = 1                       # no emulated (mdev) group
+            # "iommu && !vfio_iommu_has_emulated(iommu)": no emulated (mdev) group
+            value = 1 if have_iommu else 0
+        elif arg == VFIO_DMA_CC_IOMMU:
+            # "if (!iommu) return 0"; else vfio_domains_have_enforce_cache_coherency()
+            value = MACHINE["enforce_cache_coherency"] if have_iommu else 0
         else:
             value = 0
         return {"op": "ext", "result": "ok", "value": value}

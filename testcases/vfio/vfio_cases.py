@@ -83,6 +83,17 @@ CASES = [
          "(no mdev) are 1; SPAPR, NOIOMMU 0 (vfio_iommu_type1_check_extension)",
          [{"op": "ext", "arg": a} for a in (1, 3, 6, 9, 10, 2, 8)]),
 
+    case("vfio/discovery/extensions-before-set-iommu",
+         "CHECK_EXTENSION on a container with a group but no IOMMU driver polls type1 with "
+         "iommu == NULL (container.c: vfio_container_ioctl_check_extension): TYPE1, TYPE1v2, "
+         "NESTING, UNMAP_ALL 1; UPDATE_VADDR and DMA_CC_IOMMU 0 (vfio_iommu_type1_check_extension: "
+         "iommu && ..., if (!iommu) return 0)",
+         [{"op": "ext", "arg": a} for a in (1, 3, 6, 9, 10, 4, 2, 8)], iommu="none"),
+    case("vfio/discovery/extension-cache-coherency",
+         "DMA_CC_IOMMU with type1 set: vfio_domains_have_enforce_cache_coherency() of the "
+         "intel-iommu domain (no snoop control in QEMU's VT-d: 0)",
+         [{"op": "ext", "arg": 4}]),
+
     # ---------------------------------------------------------------- tracking state
     case("vfio/tracking/no-iommu-einval",
          "before VFIO_SET_IOMMU every type1 ioctl is EINVAL (container.c: vfio_fops_unl_ioctl)",
@@ -126,8 +137,12 @@ CASES = [
          S1_TRACKING + [getm(M1, argsz=8), getm(M1, argsz=47), getm(M1, argsz=48),
                         getm(M1, argsz=112)]),
     case("vfio/get/pgsize-wrong",
-         "bitmap.pgsize must be the smallest IOMMU page (4 KiB): 8192, 2048, 0, 2 MiB EINVAL",
-         S1_TRACKING + [getm(M1, pgsize=p, bsize=4096) for p in (8192, 2048, 0, 0x200000)]),
+         "bitmap.pgsize must be the smallest IOMMU page (4 KiB): 8192, 2048, 1, 0x3000 (same "
+         "lowest bit as 4 KiB), 0x1001, 2 MiB EINVAL (vfio_iommu_type1_dirty_pages: "
+         "range.bitmap.pgsize != iommu_pgsize).  Not 0: __ffs(0) makes `range.size >> pgshift` "
+         "a shift by 64, undefined behaviour that UBSAN reports on a debug kernel",
+         S1_TRACKING + [getm(M1, pgsize=p, bsize=4096)
+                        for p in (8192, 2048, 1, 0x3000, 0x1001, 0x200000)]),
     case("vfio/get/iova-unaligned",
          "iova not page aligned: EINVAL (inside and before a mapping)",
          S1_TRACKING + [get(0x100800, 0x100000, bsize=64), get(0xFF800, 0x1000, bsize=8)]),
@@ -277,6 +292,8 @@ CASES = [
          "valid) and of M4 fine",
          S1_TRACKING + [unmap(*M4, flags=4), unmap(0x200000, 0x31000, flags=4),
                         mp(M2, 5 * MiB, flags=4), mp(M4, 6 * MiB, flags=4), mp(M4, 6 * MiB, flags=4),
+                        mp((0x22C000, 0x4000), 7 * MiB, flags=4), mp((0x22D000, 0x4000), 7 * MiB, flags=4),
+                        mp((0x600000, 0x1000), 7 * MiB, flags=4),
                         unmap(0x100000, 0x205000, flags=4), INFO]),
     case("vfio/unmap/v1-semantics",
          "type1 v1: an unmap starting inside a mapping unmaps nothing (size 0), one covering "
@@ -292,6 +309,23 @@ CASES = [
           mp((0xFEE00000, 0x1000), 0), mp((1 << 39, 0x1000), 0), mp((0x800000, 0x1000), 0x800),
           mp((0x800000, 0x1000), 0, flags=7), mp((0x800000, 0x1000), 0, flags=4), INFO]),
 
+    case("vfio/map/unaligned-odd",
+         "MAP_DMA alignment is checked on size | iova | vaddr with the 4 KiB IOMMU page "
+         "(vfio_dma_do_map: (size | iova | vaddr) & (pgsize - 1)): iova +1, vaddr +1, size +1, "
+         "iova +0x800, size 0x800 EINVAL, nothing mapped (DMA_AVAIL unchanged)",
+         [mp((0x800001, 0x1000), 0), mp((0x800000, 0x1000), 1), mp((0x800000, 0x1001), 0),
+          mp((0x800800, 0x1000), 0), mp((0x800000, 0x800), 0), mp((0x800000, 0x1000), 0x800),
+          INFO, mp((0x800000, 0x1000), 0), INFO]),
+    case("vfio/map/iova-range-edges",
+         "a mapping may start at the first and end at the last byte of each IOVA range "
+         "(vfio_iommu_iova_dma_valid(iommu, iova, iova + size - 1): start >= node->start && "
+         "end <= node->end): page 0, the page below the MSI window, the page after it, the last "
+         "page of the 39-bit space; one page more at either window edge is EINVAL",
+         [mp((0xFEDFF000, 0x2000), 0x4000), mp((0xFEEFF000, 0x2000), 0x4000),
+          mp((0x7FFFFFF000, 0x2000), 0x4000),
+          mp((0, 0x1000), 0), mp((0xFEDFF000, 0x1000), 0x1000), mp((0xFEF00000, 0x1000), 0x2000),
+          mp((0x7FFFFFF000, 0x1000), 0x3000), INFO,
+          START, get(0xFEDFF000, 0x102000), unmapb(0x7FFFFFF000, 0x1000)]),
     case("vfio/map/adjacent-below-and-above",
          "mappings that touch an existing one end to start are not overlaps "
          "(vfio_find_dma: start + size <= dma->iova, start >= dma->iova + dma->size): M2 first, "
