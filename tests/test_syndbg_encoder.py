@@ -34,7 +34,7 @@ def test_encode_format():
     lines = text.splitlines()
     assert lines[0] == "script 0"
     assert lines[1] == "vm vcpus=1 mode=32 quirk_fix=0 user_msr=0"
-    assert lines[2] == "cpuid 0 hv=1 sd=1 dm=1 dbg=1 hc=1"
+    assert lines[2] == "cpuid 0 hv=1 sd=1 dm=1 dbg=1 hc=1 xmm=1"
     assert lines[3] == "enforce 0"
     assert lines[4].startswith("op hcall insn=0x1 control=0x6b status=0x7 vcpu=0x0 cpl=0x0")
     assert "op hv_cpuid fd=0x1 nent=0x0 vcpu=0x0" == lines[5]

@@ -196,7 +196,8 @@ def test_v7_profile_differences():
     # hypercalls need the page or active + GUEST_OS_ID
     assert run(KDNET + [hc(0x6B)], "v7")[2]["rax"] == 0xFFFFFFFFFFFFFC18
     hv = run([{"op": "hv_cpuid", "fd": "vcpu"}], "v7")[0]
-    assert hv["nent"] == 9 and hv["l40000082"] is None and hv["l40000000"][0] == 0x4000000A
+    assert hv["nent"] == 9 and 0x40000082 not in hv["functions"]
+    assert hv["entries"][0][:2] == [0x40000000, 0x4000000A]
 
 
 def test_profiles_disagree_where_the_v7_mutant_acts():
@@ -215,3 +216,37 @@ def test_unknown_profile_and_bad_scripts():
         m.predict({"actions": [rd(m.MSR_STATUS, vcpu=1)]})
     with pytest.raises(ValueError):
         m.predict({"mode": 32, "actions": [rd(m.MSR_STATUS, cpl=3)]})
+
+
+def test_hv_cpuid_entries_every_register():
+    sys_ = run([{"op": "hv_cpuid"}])[0]
+    ent = {e[0]: e[1:] for e in sys_["entries"]}
+    assert [e[0] for e in sys_["entries"]] == m.HV_CPUID_FUNCTIONS_61
+    assert ent[0x40000003] == [0x2AFF, 0x830, 0, 0x80D12]
+    assert ent[0x40000004] == [0x40E2C, 0xFFF, 0, 0]
+    vc = run([{"op": "hv_cpuid", "fd": "vcpu"}])[0]
+    ent = {e[0]: e[1:] for e in vc["entries"]}
+    assert ent[0x40000003][3] == 0xD12 and ent[0x40000004][0] == 0x40A2C
+
+
+def test_other_partition_wide_msrs():
+    ev = run([{"op": "set_msr", "msr": m.MSR_CRASH_CTL, "value": (1 << 63) | 5},
+              {"op": "get_msr", "msr": m.MSR_CRASH_CTL},
+              {"op": "wrmsr", "msr": m.MSR_CRASH_CTL, "value": 1 << 63},
+              {"op": "wrmsr", "msr": m.MSR_RESET, "value": 1},
+              {"op": "set_msr", "msr": m.MSR_RESET, "value": 1},
+              {"op": "nop"},
+              {"op": "wrmsr", "msr": m.MSR_TSC_EMULATION_STATUS, "value": 1},
+              {"op": "rdmsr", "msr": m.MSR_RESET}])
+    assert ev[1]["value"] == 1 << 63
+    assert ev[2]["exits"] == [{"reason": "system_event", "type": 3, "rip": 2}]
+    assert ev[3]["exits"] == [{"reason": "system_event", "type": 2, "rip": 2}]
+    assert ev[5]["exits"] == [{"reason": "system_event", "type": 2, "rip": 0}]
+    assert ev[6]["vector"] == 13 and ev[7]["value"] == 0
+
+
+def test_hypercall_page_peek():
+    ev = run([{"op": "wrmsr", "msr": m.MSR_GUEST_OS_ID, "value": 1},
+              {"op": "wrmsr", "msr": m.MSR_HYPERCALL, "value": 0x50001},
+              {"op": "peek", "gpa": 0x50000}, {"op": "peek", "gpa": 0x30000}])
+    assert ev[2]["value"] == 0xC3D9010F and ev[3]["value"] == 0

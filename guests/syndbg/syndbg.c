@@ -10,7 +10,7 @@
  *
  *   script <index>
  *   vm vcpus=N mode=64|32 quirk_fix=0|1 user_msr=0|1
- *   cpuid <vcpu> hv=0|1 sd=0|1|2 dm=0|1 dbg=0|1 hc=0|1    (sd: absent, eax=0, eax=2)
+ *   cpuid <vcpu> hv=0|1 sd=0|1|2 dm=0|1 dbg=0|1 hc=0|1 xmm=0|1   (sd: absent, eax=0, eax=2)
  *   enforce <vcpu>
  *   op <name> key=value ...
  *   end
@@ -49,7 +49,7 @@ extern const u8 syndbg_vmcall_64[], syndbg_vmmcall_64[];
 extern const u8 syndbg_vmcall_32[], syndbg_vmmcall_32[];
 
 struct cpuid_cfg {
-	int hv, sd, dm, dbg, hc;
+	int hv, sd, dm, dbg, hc, xmm;
 };
 
 struct op {
@@ -108,6 +108,8 @@ static struct kvm_cpuid2 *build_cpuid(const struct cpuid_cfg *cfg)
 		e->eax = cfg->hc ? e->eax | (1u << 5) : e->eax & ~(1u << 5);
 		e->ebx = cfg->dbg ? e->ebx | (1u << 11) : e->ebx & ~(1u << 11);
 		e->edx = cfg->dm ? e->edx | (1u << 11) : e->edx & ~(1u << 11);
+		/* HV_X64_HYPERCALL_XMM_INPUT_AVAILABLE */
+		e->edx = cfg->xmm ? e->edx | (1u << 4) : e->edx & ~(1u << 4);
 	}
 	if (cfg->sd == 0) {
 		cpuid_remove(c, HV_CPUID_SYNDBG_PLATFORM);
@@ -288,6 +290,18 @@ static void guest_action(struct ctx *x, int step, const struct op *op)
 			if (run->hyperv.type == KVM_EXIT_HYPERV_HCALL)
 				run->hyperv.u.hcall.result = op_get(op, "result", 0);
 			break;
+		case KVM_EXIT_SYSTEM_EVENT: {
+			struct kvm_regs sr;
+
+			/* Hyper-V crash (CRASH_CTL) and reset (RESET MSR) requests */
+			vcpu_get_regs(v, &sr);
+			json_obj_open(&j, NULL);
+			json_str(&j, "reason", "system_event");
+			json_u64(&j, "type", run->system_event.type);
+			json_i64(&j, "rip", (int64_t)(sr.rip - stub));
+			json_obj_close(&j);
+			break;
+		}
 		case KVM_EXIT_X86_RDMSR:
 		case KVM_EXIT_X86_WRMSR:
 			json_obj_open(&j, NULL);
@@ -355,10 +369,7 @@ static void host_hv_cpuid(struct ctx *x, int step, const struct op *op)
 	json_str(&j, "fd", on_vcpu ? "vcpu" : "system");
 	ev_errno(&j, ret);
 	if (ret == 0) {
-		static const u32 leaves[] = { 0x40000000, 0x40000080, 0x40000081, 0x40000082 };
 		bool zero = true;
-		struct kvm_cpuid_entry2 *e;
-		char key[16];
 
 		json_u64(&j, "nent", c->nent);
 		json_list_open(&j, "functions");
@@ -370,30 +381,20 @@ static void host_hv_cpuid(struct ctx *x, int step, const struct op *op)
 		}
 		json_list_close(&j);
 		json_bool(&j, "index_flags_zero", zero);
-		for (u32 i = 0; i < sizeof(leaves) / sizeof(leaves[0]); i++) {
-			snprintf(key, sizeof(key), "l%08x", leaves[i]);
-			e = cpuid_find(c, leaves[i], 0);
-			if (!e) {
-				json_null(&j, key);
-				continue;
-			}
-			json_list_open(&j, key);
+		/* Every entry, every register: [function, eax, ebx, ecx, edx]. */
+		json_list_open(&j, "entries");
+		for (u32 i = 0; i < c->nent; i++) {
+			struct kvm_cpuid_entry2 *e = &c->entries[i];
+
+			json_list_open(&j, NULL);
+			json_u64(&j, NULL, e->function);
 			json_u64(&j, NULL, e->eax);
 			json_u64(&j, NULL, e->ebx);
 			json_u64(&j, NULL, e->ecx);
 			json_u64(&j, NULL, e->edx);
 			json_list_close(&j);
 		}
-		/* FEATURES, syndbg bits only: EBX bit 11; EDX bits 1, 10, 11. */
-		e = cpuid_find(c, HV_CPUID_FEATURES, 0);
-		if (e) {
-			json_list_open(&j, "features_syndbg");
-			json_u64(&j, NULL, e->ebx & 0x800);
-			json_u64(&j, NULL, e->edx & 0xc02);
-			json_list_close(&j);
-		} else {
-			json_null(&j, "features_syndbg");
-		}
+		json_list_close(&j);
 	}
 	json_end_line(&j);
 	free(c);
@@ -457,7 +458,7 @@ static void host_action(struct ctx *x, int step, const struct op *op)
 		struct cpuid_cfg cfg = {
 			.hv = (int)op_get(op, "hv", 1), .sd = (int)op_get(op, "sd", 2),
 			.dm = (int)op_get(op, "dm", 1), .dbg = (int)op_get(op, "dbg", 1),
-			.hc = (int)op_get(op, "hc", 1),
+			.hc = (int)op_get(op, "hc", 1), .xmm = (int)op_get(op, "xmm", 1),
 		};
 		struct kvm_cpuid2 *c = build_cpuid(&cfg);
 
@@ -480,6 +481,20 @@ static void host_action(struct ctx *x, int step, const struct op *op)
 		ev_begin(&j, x, step, op->name);
 		json_i64(&j, "vcpu", op_get(op, "vcpu", 0));
 		ev_errno(&j, ret);
+		json_end_line(&j);
+	} else if (!strcmp(op->name, "peek")) {
+		/* 8 bytes of guest memory, little-endian (e.g. the hypercall page) */
+		u64 gpa = op_get(op, "gpa", 0), val = 0;
+		const u8 *p;
+
+		if (gpa > GUEST_MEM_SIZE - 8)
+			die("script %ld: peek at %#llx, outside guest memory", x->s->index,
+			    (unsigned long long)gpa);
+		p = gpa_ptr(x->vm, gpa);
+		for (int b = 7; b >= 0; b--)
+			val = val << 8 | p[b];
+		ev_begin(&j, x, step, op->name);
+		json_u64(&j, "value", val);
 		json_end_line(&j);
 	} else if (!strcmp(op->name, "hv_cpuid")) {
 		host_hv_cpuid(x, step, op);
@@ -630,7 +645,7 @@ static int run_stdin(void)
 			s.mode = MODE_LONG64;
 			s.quirk_fix = 1;
 			for (int i = 0; i < VM_MAX_VCPUS; i++)
-				s.cpuid[i] = (struct cpuid_cfg){ 1, 2, 1, 1, 1 };
+				s.cpuid[i] = (struct cpuid_cfg){ 1, 2, 1, 1, 1, 1 };
 			in = true;
 		} else if (!in) {
 			die("stdin line %ld: expected 'script N'", lineno);
@@ -653,7 +668,7 @@ static int run_stdin(void)
 			s.cpuid[v] = (struct cpuid_cfg){
 				(int)op_get(&tmp, "hv", 1), (int)op_get(&tmp, "sd", 2),
 				(int)op_get(&tmp, "dm", 1), (int)op_get(&tmp, "dbg", 1),
-				(int)op_get(&tmp, "hc", 1),
+				(int)op_get(&tmp, "hc", 1), (int)op_get(&tmp, "xmm", 1),
 			};
 		} else if (!strncmp(p, "enforce ", 8)) {
 			v = strtol(p + 8, NULL, 0);
@@ -701,6 +716,18 @@ static int probe(void)
 	else
 		json_null(&j, "hv_cpuid_nent");
 	json_i64(&j, "hv_cpuid_errno", hv_errno);
+	{
+		/* cpu_smt_possible() decides HV_X64_NO_NONARCH_CORESHARING in CPUID */
+		char smt[32] = "absent";
+		FILE *f = fopen("/sys/devices/system/cpu/smt/control", "r");
+
+		if (f) {
+			if (fgets(smt, sizeof(smt), f))
+				smt[strcspn(smt, "\n")] = 0;
+			fclose(f);
+		}
+		json_str(&j, "smt_control", smt);
+	}
 	json_end_line(&j);
 	return 0;
 }

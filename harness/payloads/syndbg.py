@@ -92,7 +92,7 @@ def encode_one(index: int, script: dict) -> str:
              f"user_msr={int(s['user_msr'])}"]
     for i, v in enumerate(s["vcpus"]):
         lines.append(f"cpuid {i} hv={int(v['hv'])} sd={_SD[v['sd']]} dm={int(v['dm'])} "
-                     f"dbg={int(v['dbg'])} hc={int(v['hc'])}")
+                     f"dbg={int(v['dbg'])} hc={int(v['hc'])} xmm={int(v['xmm'])}")
         if v["enforce"]:
             lines.append(f"enforce {i}")
     for a in s["actions"]:

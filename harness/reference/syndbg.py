@@ -25,13 +25,20 @@ Op-script (a dict; every key but ``actions`` optional)::
      "mode": 64 | 32,                    # long mode or 32-bit protected mode
      "quirk_fix": True,                  # False: KVM_CAP_DISABLE_QUIRKS2(FIX_HYPERCALL_INSN)
      "user_msr": False,                  # True: KVM_CAP_X86_USER_SPACE_MSR(INVAL)
+     "smt": False,                       # cpu_smt_possible() in the kernel under test
      "vcpus": [{"hv": True, "sd": "set" | "zero" | "absent", "dm": True, "dbg": True,
-                "hc": True, "enforce": False}],
+                "hc": True, "xmm": True, "enforce": False}],
      "actions": [{"op": "wrmsr", "vcpu": 0, "msr": 0x400000f1, "value": 1, "status": 7}, ...]}
 
 Action kinds (see ACTION_KINDS): guest ``rdmsr``, ``wrmsr``, ``hcall``, ``nop``
 (optional ``cpl``: 0 or 3, long mode only); host ``set_msr``, ``get_msr``,
-``set_cpuid``, ``check_ext``, ``enable_cap``, ``hv_cpuid``, ``msr_list``.
+``set_cpuid``, ``check_ext``, ``enable_cap``, ``hv_cpuid``, ``msr_list``, ``peek``
+(8 bytes of guest memory at ``gpa``: shows the hypercall page KVM writes).
+
+Besides the six syndbg MSRs the model covers every partition-wide Hyper-V MSR that
+kvm_hv_set_msr_pw() / kvm_hv_get_msr_pw() handle (GUEST_OS_ID, HYPERCALL, RESET,
+TIME_REF_COUNT writes, REFERENCE_TSC, CRASH_P0-P4, CRASH_CTL, REENLIGHTENMENT_CONTROL,
+TSC_EMULATION_CONTROL/STATUS), since a broken dispatcher breaks syndbg too.
 """
 from __future__ import annotations
 
@@ -51,6 +58,22 @@ MSR_PENDING = 0x400000F5
 MSR_OPTIONS = 0x400000FF
 SYNDBG_MSRS = (MSR_CONTROL, MSR_STATUS, MSR_SEND, MSR_RECV, MSR_PENDING, MSR_OPTIONS)
 OPTION_USE_HCALLS = 1 << 2
+# arch/x86/include/asm/hyperv-tlfs.h, include/asm-generic/hyperv-tlfs.h
+MSR_RESET = 0x40000003
+MSR_TIME_REF_COUNT = 0x40000020
+MSR_REFERENCE_TSC = 0x40000021
+MSR_CRASH_P0 = 0x40000100
+MSR_CRASH_CTL = 0x40000105
+MSR_REENLIGHTENMENT_CONTROL = 0x40000106
+MSR_TSC_EMULATION_CONTROL = 0x40000107
+MSR_TSC_EMULATION_STATUS = 0x40000108
+CRASH_MSRS = tuple(range(MSR_CRASH_P0, MSR_CRASH_P0 + 5))
+# partition-wide MSRs stored as written (kvm_hv_set_msr_pw() / kvm_hv_get_msr_pw())
+STORED_MSRS = (MSR_REFERENCE_TSC, MSR_REENLIGHTENMENT_CONTROL, MSR_TSC_EMULATION_CONTROL,
+               MSR_TSC_EMULATION_STATUS) + CRASH_MSRS
+OTHER_PW_MSRS = STORED_MSRS + (MSR_RESET, MSR_TIME_REF_COUNT, MSR_CRASH_CTL)
+CRASH_CTL_NOTIFY = 1 << 63
+KVM_EXIT_SYSTEM_EVENT_RESET, KVM_EXIT_SYSTEM_EVENT_CRASH = 2, 3   # include/uapi/linux/kvm.h
 
 # include/asm-generic/hyperv-tlfs.h
 HVCALL_POST_DEBUG_DATA = 0x69
@@ -86,13 +109,18 @@ HV_CPUID_FUNCTIONS_V7 = [0x40000000, 0x40000001, 0x40000002, 0x40000003, 0x40000
                          0x40000005, 0x4000000A, 0x40000080, 0x40000081, 0x40000082]
 
 GUEST_OPS = ("rdmsr", "wrmsr", "hcall", "nop")
-HOST_OPS = ("set_msr", "get_msr", "set_cpuid", "check_ext", "enable_cap", "hv_cpuid", "msr_list")
+HOST_OPS = ("set_msr", "get_msr", "set_cpuid", "check_ext", "enable_cap", "hv_cpuid", "msr_list",
+            "peek")
 ACTION_KINDS = GUEST_OPS + HOST_OPS
 
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
 
-DEFAULT_VCPU = {"hv": True, "sd": "set", "dm": True, "dbg": True, "hc": True, "enforce": False}
+DEFAULT_VCPU = {"hv": True, "sd": "set", "dm": True, "dbg": True, "hc": True, "xmm": True,
+                "enforce": False}
+CPUID_KEYS = ("hv", "sd", "dm", "dbg", "hc", "xmm")
+# HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE: the one non-debug code the model knows (XMM fast input)
+HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE = 0x0002
 
 
 def normalize(script: dict) -> dict:
@@ -102,13 +130,18 @@ def normalize(script: dict) -> dict:
     s.setdefault("mode", 64)
     s.setdefault("quirk_fix", True)
     s.setdefault("user_msr", False)
+    s.setdefault("smt", False)
     vcpus = s.get("vcpus") or [{}]
     s["vcpus"] = [{**DEFAULT_VCPU, **v} for v in vcpus]
     s.setdefault("actions", [])
     for a in s["actions"]:
         if a["op"] not in ACTION_KINDS:
             raise ValueError(f"unknown op {a['op']!r}")
-        if a["op"] not in ("check_ext", "msr_list") and not (a["op"] == "hv_cpuid" and a.get("fd", "system") == "system"):
+        if a["op"] == "peek":
+            a.setdefault("gpa", 0)
+            if not 0 <= a["gpa"] <= GUEST_MEM - 8:
+                raise ValueError(f"peek at {a['gpa']:#x}, outside guest memory")
+        if a["op"] not in ("check_ext", "msr_list", "peek") and not (a["op"] == "hv_cpuid" and a.get("fd", "system") == "system"):
             a.setdefault("vcpu", 0)
             if not 0 <= a["vcpu"] < len(s["vcpus"]):
                 raise ValueError(f"{a['op']} on vcpu {a['vcpu']}, the script has {len(s['vcpus'])}")
@@ -143,6 +176,8 @@ class _Vcpu:
     ran: bool = False
     # hv_vcpu->exit buffered by a host write (v7 only), delivered on the next KVM_RUN
     pending_exit: dict | None = None
+    # KVM_REQ_HV_RESET made by a host write of RESET = 1, delivered on the next KVM_RUN
+    pending_reset: bool = False
 
     @property
     def hv_enabled(self) -> bool:
@@ -157,6 +192,10 @@ class _Vm:
     hypercall: int = 0
     active: bool = False              # v7: KVM_CAP_HYPERV_SYNDBG enabled on some vCPU
     sites: dict = field(default_factory=dict)
+    # the other partition-wide MSRs: STORED_MSRS as written, CRASH_CTL (host-written)
+    other: dict = field(default_factory=lambda: {m: 0 for m in STORED_MSRS + (MSR_CRASH_CTL,)})
+    # guest memory bytes KVM wrote (hypercall page); everything else peeks as 0
+    mem: dict = field(default_factory=dict)
 
 
 class _Model:
@@ -187,6 +226,11 @@ class _Model:
             return False
         if msr in (MSR_GUEST_OS_ID, MSR_HYPERCALL):
             return bool(v.cfg["hc"])        # FEATURES.EAX HV_MSR_HYPERCALL_AVAILABLE
+        if msr in OTHER_PW_MSRS:
+            # TIME_REF_COUNT / RESET / REFERENCE_TSC / REENLIGHTENMENT (EAX bits 1, 7, 9,
+            # 13) and GUEST_CRASH_MSR_AVAILABLE (EDX bit 10): the payload's CPUID keeps
+            # KVM's supported FEATURES bits, all set
+            return True
         return bool(v.cfg["dm"])            # FEATURES.EDX HV_FEATURE_DEBUG_MSRS_AVAILABLE
 
     def hypercall_enabled(self, v: _Vcpu) -> bool:
@@ -226,10 +270,17 @@ class _Model:
                 return 0, None
             if value & 1:
                 # writes the page with kvm_vcpu_write_guest(); fails outside memory
-                if (value & ~0xFFF) + 4 > GUEST_MEM:
+                page = value & ~0xFFF & U64
+                if page + 4 > GUEST_MEM:
                     return 1, None
+                # kvm_hv_set_msr_pw(): the vendor's vmcall/vmmcall
+                # (kvm_x86_patch_hypercall) then `ret`, 4 bytes at the page start (no Xen)
+                for i, b in enumerate(INSN_BYTES[self.native].to_bytes(3, "big") + b"\xc3"):
+                    self.vm.mem[page + i] = b
             self.vm.hypercall = value
             return 0, None
+        if msr in OTHER_PW_MSRS:
+            return self._other_set(v, msr, value, host)
         if self.v7:
             # v7 hyperv.c: void syndbg_set_msr(): silently ignored when inactive, exits
             # for CONTROL/PENDING_BUFFER whoever writes (no `host` parameter)
@@ -259,6 +310,10 @@ class _Model:
             return 0, self.vm.guest_os_id
         if msr == MSR_HYPERCALL:
             return 0, self.vm.hypercall
+        if msr in OTHER_PW_MSRS:
+            # kvm_hv_get_msr_pw(): RESET reads 0; TIME_REF_COUNT is never read by scripts
+            # (a clock); the rest read back what was stored
+            return 0, 0 if msr == MSR_RESET else self.vm.other[msr]
         if self.v7:
             # v7 hyperv.c: kvm_hv_get_msr_pw() calls void syndbg_get_msr() then `break`,
             # and ends with `*pdata = data` where data = 0: every read returns 0
@@ -268,15 +323,54 @@ class _Model:
             return 1, 0
         return 0, self.vm.syndbg[msr]
 
+    def _other_set(self, v: _Vcpu, msr: int, value: int, host: bool) -> tuple[int, dict | None]:
+        """kvm_hv_set_msr_pw() for the partition-wide MSRs outside syndbg."""
+        if msr == MSR_RESET:
+            # kvm_hv_set_msr_pw(): data == 1 makes KVM_REQ_HV_RESET, whoever writes;
+            # vcpu_enter_guest() turns it into KVM_EXIT_SYSTEM_EVENT(RESET). Reads give 0.
+            if value == 1:
+                if host:
+                    v.pending_reset = True
+                    return 0, None
+                return 0, self._system_event(KVM_EXIT_SYSTEM_EVENT_RESET, 2)
+            return 0, None
+        if msr == MSR_TIME_REF_COUNT:
+            # kvm_hv_set_msr_pw(): read-only, a host write is ignored
+            return (1 if not host else 0), None
+        if msr == MSR_CRASH_CTL:
+            # kvm_hv_set_msr_pw(): the host stores the NOTIFY bit (kvm_hv_msr_set_crash_ctl());
+            # a guest write stores nothing, and with NOTIFY makes KVM_REQ_HV_CRASH ->
+            # KVM_EXIT_SYSTEM_EVENT(CRASH)
+            if host:
+                self.vm.other[MSR_CRASH_CTL] = value & CRASH_CTL_NOTIFY
+                return 0, None
+            if value & CRASH_CTL_NOTIFY:
+                return 0, self._system_event(KVM_EXIT_SYSTEM_EVENT_CRASH, 2)
+            return 0, None
+        if msr == MSR_TSC_EMULATION_STATUS and value and not host:
+            return 1, None           # kvm_hv_set_msr_pw(): the guest may only clear it
+        # REFERENCE_TSC, CRASH_P0-P4 (kvm_hv_msr_set_crash_data()), REENLIGHTENMENT_CONTROL,
+        # TSC_EMULATION_CONTROL/STATUS: stored as written
+        self.vm.other[msr] = value
+        return 0, None
+
+    @staticmethod
+    def _system_event(kind: int, rip: int) -> dict:
+        return {"reason": "system_event", "type": kind, "rip": rip}
+
     @staticmethod
     def is_hv_msr(msr: int) -> bool:
         # arch/x86/kvm/x86.c: kvm_{set,get}_msr_common() route these to hyperv.c
-        return msr in (MSR_GUEST_OS_ID, MSR_HYPERCALL) or msr in SYNDBG_MSRS
+        return msr in (MSR_GUEST_OS_ID, MSR_HYPERCALL) or msr in SYNDBG_MSRS or msr in OTHER_PW_MSRS
 
     # ---- guest actions ----------------------------------------------------
     def _deliver_pending(self, v: _Vcpu, a: dict, exits: list) -> None:
-        # v7 only: a host write left KVM_REQ_HV_EXIT pending; vcpu_enter_guest() exits
-        # before entering the guest (rip 0), completion on the next KVM_RUN
+        # x86.c: vcpu_enter_guest() checks KVM_REQ_HV_RESET before KVM_REQ_HV_EXIT, each
+        # exits before entering the guest (rip 0)
+        if v.pending_reset:
+            exits.append(self._system_event(KVM_EXIT_SYSTEM_EVENT_RESET, 0))
+            v.pending_reset = False
+        # v7 only: a host write left KVM_REQ_HV_EXIT pending; completion on the next KVM_RUN
         if v.pending_exit is not None:
             exits.append(v.pending_exit)
             self._complete_syndbg(v.pending_exit, a)
@@ -318,7 +412,8 @@ class _Model:
                 got = None
             elif ex is not None:
                 exits.append(ex)
-                self._complete_syndbg(ex, a)
+                if ex["reason"] == "hyperv":
+                    self._complete_syndbg(ex, a)
         ev["vector"] = vector
         if not write:
             ev["value"] = got if vector is None else None
@@ -383,6 +478,22 @@ class _Model:
             status = ST_ACCESS_DENIED    # hv_check_hypercall_access(): FEATURES.EBX HV_DEBUGGING
         elif ctl & RSVD_MASK:
             status = ST_INVALID_HYPERCALL_INPUT
+        elif (fast and code == HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE and v.enforce
+              and not (v.hv_enabled and v.cfg["xmm"])):
+            # kvm_hv_hypercall(): a fast XMM-input call (is_xmm_fast_hypercall()) under
+            # ENFORCE_CPUID needs FEATURES.EDX HV_X64_HYPERCALL_XMM_INPUT_AVAILABLE, else #UD
+            vector = UD
+            return done()
+        elif code == HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE:
+            # kvm_hv_hypercall(): var_cnt or rep -> INVALID_HYPERCALL_INPUT, else
+            # kvm_hv_flush_tlb() -> SUCCESS | rep_cnt << 32 (rep_cnt is 0 here)
+            var_cnt, rep_cnt, rep_idx = (ctl >> 17) & 0x3FF, (ctl >> 32) & 0xFFF, (ctl >> 48) & 0xFFF
+            if var_cnt or rep_cnt or rep_idx:
+                status = ST_INVALID_HYPERCALL_INPUT
+            elif not fast and ingpa + 24 > GUEST_MEM:
+                status = ST_INVALID_HYPERCALL_INPUT   # kvm_read_guest() of struct hv_tlb_flush
+            else:
+                status = 0
         elif code in (HVCALL_POST_DEBUG_DATA, HVCALL_RETRIEVE_DEBUG_DATA) and fast:
             status = ST_INVALID_PARAMETER
         elif code in DEBUG_CALLS:
@@ -431,7 +542,7 @@ class _Model:
             return ev
         if op == "set_cpuid":
             v = self.vcpus[a["vcpu"]]
-            cfg = {k: a.get(k, DEFAULT_VCPU[k]) for k in ("hv", "sd", "dm", "dbg", "hc")}
+            cfg = {k: a.get(k, DEFAULT_VCPU[k]) for k in CPUID_KEYS}
             same = all(cfg[k] == v.cfg[k] for k in cfg)
             # arch/x86/kvm/cpuid.c: kvm_set_cpuid(): after the first KVM_RUN only an
             # identical table is accepted (kvm_cpuid_check_equal), and it changes nothing
@@ -459,6 +570,10 @@ class _Model:
             raise ValueError(f"enable_cap: the model knows cap 180 only, not {cap}")
         if op == "hv_cpuid":
             return self.hv_cpuid(a)
+        if op == "peek":
+            gpa = a["gpa"]
+            return {"value": int.from_bytes(bytes(self.vm.mem.get(gpa + i, 0) for i in range(8)),
+                                            "little")}
         if op == "msr_list":
             # x86.c: emulated_msrs_all lists the six syndbg MSRs, and nothing else in
             # 0x400000F0-0x400000FF
@@ -466,6 +581,54 @@ class _Model:
                     "present": [MSR_CONTROL, MSR_STATUS, MSR_SEND, MSR_RECV, MSR_PENDING,
                                 MSR_OPTIONS]}
         raise ValueError(op)
+
+    def _hv_cpuid_leaf(self, function: int, max_leaf: int, on_vcpu: bool) -> list[int]:
+        """[eax, ebx, ecx, edx] of one entry: arch/x86/kvm/hyperv.c kvm_get_hv_cpuid()."""
+        # `!vcpu || lapic_in_kernel(vcpu)`: the payload's VMs have no in-kernel irqchip
+        lapic = not on_vcpu
+        # nested_ops->get_evmcs_version: SVM has none; VMX reports eVMCS 1.0 for the
+        # system ioctl, and for a vCPU only once KVM_CAP_HYPERV_ENLIGHTENED_VMCS is on
+        # (never here)  (inference for Intel: not run on this machine)
+        evmcs = 0x101 if (self.s["vendor"] == "intel" and not on_vcpu) else 0
+        if function == 0x40000000:
+            return [max_leaf, *SIG]
+        if function == 0x40000001:
+            return [0x31237648, 0, 0, 0]                 # HYPERV_CPUID_SIGNATURE_EAX "Hv#1"
+        if function == 0x40000002:
+            return [0x00003839, 0x000A0000, 0, 0]        # "Hyper-V 2016" version
+        if function == 0x40000003:
+            # EAX: VP_RUNTIME, TIME_REF_COUNT, SYNIC, SYNTIMER, APIC_ACCESS, HYPERCALL,
+            # VP_INDEX, RESET, REFERENCE_TSC (bit 9), ACCESS_FREQUENCY_MSRS (11),
+            # ACCESS_REENLIGHTENMENT (13); EBX: POST_MESSAGES (4), SIGNAL_EVENTS (5),
+            # DEBUGGING (11); EDX: GUEST_DEBUGGING (1), HYPERCALL_XMM_INPUT (4),
+            # FREQUENCY_MSRS (8), GUEST_CRASH_MSR (10), DEBUG_MSRS (11), STIMER_DIRECT
+            # (19) with an in-kernel LAPIC
+            eax = 0xFF | (1 << 9) | (1 << 11) | (1 << 13)
+            ebx = (1 << 4) | (1 << 5) | (1 << 11)
+            edx = (1 << 1) | (1 << 4) | (1 << 8) | (1 << 10) | (1 << 11) | ((1 << 19) if lapic else 0)
+            return [eax, ebx, 0, edx]
+        if function == 0x40000004:
+            # ENLIGHTMENT_INFO: REMOTE_TLB_FLUSH (2), APIC_ACCESS (3), RELAXED_TIMING (5),
+            # DEPRECATING_AEOI (9), CLUSTER_IPI (10, in-kernel LAPIC), EX_PROCESSOR_MASKS
+            # (11), ENLIGHTENED_VMCS (14, eVMCS), NO_NONARCH_CORESHARING (18,
+            # !cpu_smt_possible()); EBX: 0xFFF spinlock retries
+            eax = (1 << 2) | (1 << 3) | (1 << 5) | (1 << 9) | (1 << 11)
+            eax |= (1 << 10) if lapic else 0
+            eax |= (1 << 14) if evmcs else 0
+            eax |= 0 if self.s["smt"] else (1 << 18)
+            return [eax, 0xFFF, 0, 0]
+        if function == 0x40000005:
+            return [1024, 64, 0, 0]                      # KVM_MAX_VCPUS, 64 LPs
+        if function == 0x4000000A:
+            # NESTED_FEATURES: evmcs_ver | NESTED_MSR_BITMAP (19); EBX EVMCS1_PERF_GLOBAL_CTRL
+            return [evmcs | (1 << 19), 1, 0, 0]
+        if function == 0x40000080:
+            return [0, *SIG]
+        if function == 0x40000081:
+            return [0x31235356, 0, 0, 0]                 # "VS#1"
+        if function == 0x40000082:
+            return [0x2, 0, 0, 0]                        # ALLOW_KERNEL_DEBUGGING
+        raise ValueError(f"hv_cpuid: no leaf {function:#x}")
 
     def hv_cpuid(self, a: dict) -> dict:
         ev = {"fd": a["fd"]}
@@ -483,13 +646,8 @@ class _Model:
             return ev
         ev.update({"ret": 0, "errno": 0, "nent": len(functions), "functions": functions,
                    "index_flags_zero": True,
-                   "l40000000": [max_leaf, *SIG],
-                   "l40000080": [0, *SIG] if 0x40000080 in functions else None,
-                   "l40000081": [0x31235356, 0, 0, 0] if 0x40000081 in functions else None,
-                   "l40000082": [0x2, 0, 0, 0] if 0x40000082 in functions else None,
-                   # FEATURES: EBX HV_DEBUGGING; EDX GUEST_DEBUGGING_AVAILABLE,
-                   # GUEST_CRASH_MSR_AVAILABLE, DEBUG_MSRS_AVAILABLE, unconditionally
-                   "features_syndbg": [0x800, 0xC02]})
+                   "entries": [[f, *self._hv_cpuid_leaf(f, max_leaf, a["fd"] == "vcpu")]
+                               for f in functions]})
         return ev
 
     # ---- driver -------------------------------------------------------------
@@ -536,7 +694,7 @@ def describe(action: dict) -> str:
         return f"{vcpu} KVM_{op.upper()}S {action['msr']:#x}{val}"
     if op == "set_cpuid":
         return f"{vcpu} KVM_SET_CPUID2 " + " ".join(
-            f"{k}={action[k]}" for k in ("hv", "sd", "dm", "dbg", "hc") if k in action)
+            f"{k}={action[k]}" for k in CPUID_KEYS if k in action)
     if op == "check_ext":
         return f"KVM_CHECK_EXTENSION({action['cap']})"
     if op == "enable_cap":
@@ -545,4 +703,6 @@ def describe(action: dict) -> str:
         return f"KVM_GET_SUPPORTED_HV_CPUID on {action.get('fd', 'system')} fd, nent={action.get('nent', 64)}"
     if op == "msr_list":
         return "KVM_GET_MSR_INDEX_LIST"
+    if op == "peek":
+        return f"peek guest memory at {action.get('gpa', 0):#x}"
     return f"{vcpu} {op}"

@@ -13,6 +13,10 @@ CONTROL, STATUS, SEND, RECV, PENDING, OPTIONS = (
     0x400000F1, 0x400000F2, 0x400000F3, 0x400000F4, 0x400000F5, 0x400000FF)
 SIX = (CONTROL, STATUS, SEND, RECV, PENDING, OPTIONS)
 GUEST_OS_ID, HYPERCALL = 0x40000000, 0x40000001
+RESET, TIME_REF_COUNT, REFERENCE_TSC = 0x40000003, 0x40000020, 0x40000021
+CRASH_P0, CRASH_P4, CRASH_CTL = 0x40000100, 0x40000104, 0x40000105
+REENLIGHTENMENT, TSC_EMU_CONTROL, TSC_EMU_STATUS = 0x40000106, 0x40000107, 0x40000108
+NOTIFY = 1 << 63
 
 
 def wr(msr, value, vcpu=0, **kw):
@@ -29,6 +33,10 @@ def hset(msr, value, vcpu=0):
 
 def hget(msr, vcpu=0):
     return {"op": "get_msr", "vcpu": vcpu, "msr": msr}
+
+
+def peek(gpa):
+    return {"op": "peek", "gpa": gpa}
 
 
 def hc(control, insn="native", vcpu=0, ingpa=IN, outgpa=OUT, **kw):
@@ -268,6 +276,83 @@ CASES = [
          "32-bit PV path: -KVM_ENOSYS truncated to 32 bits.",
          [hc(0x6B)], mode=32),
 
+
+    # ---- the hypercall page (kvm_hv_set_msr_pw() HV_X64_MSR_HYPERCALL) -----------
+    case("page/contents", "3.4",
+         "Enabling the hypercall page writes the native vmcall/vmmcall and `ret` (4 bytes, "
+         "nothing more, no Xen prefix) at the page address; disabling writes nothing.",
+         [osid(), wr(HYPERCALL, 0x50001), peek(0x50000), peek(0x50004), rd(HYPERCALL),
+          wr(HYPERCALL, 0x52000), peek(0x52000), rd(HYPERCALL), peek(0x4FFF8)]),
+    case("page/host-write-writes-page", "3.4",
+         "A host KVM_SET_MSRS of HYPERCALL writes the page too, and reads back.",
+         [hset(GUEST_OS_ID, OSID), hset(HYPERCALL, 0x51FFF), peek(0x51000), peek(0x51004),
+          hget(HYPERCALL), hget(GUEST_OS_ID)]),
+    case("page/outside-memory-inval-exit", "3.4",
+         "A page outside guest memory fails the write (kvm_vcpu_write_guest) with return 1: "
+         "a user-space MSR exit with reason INVAL, the MSR unchanged.",
+         [osid(), wr(HYPERCALL, 0x3000001), rd(HYPERCALL), wr(HYPERCALL, 0x201),
+          peek(0x0), rd(HYPERCALL)], user_msr=True),
+
+    # ---- every failing MSR path returns 1 (INVAL), not another code ----------------
+    case("inval/no-hyperv-rd-wr", "3.2",
+         "Without Hv#1 guest access fails with 1 (kvm_hv_{set,get}_msr_common): INVAL exits.",
+         [wr(CONTROL, 1), rd(STATUS), wr(GUEST_OS_ID, OSID), rd(GUEST_OS_ID)],
+         vcpus=[HV_OFF], user_msr=True),
+    case("inval/syndbg-off-rd-wr", "3.2",
+         "Syndbg disabled: syndbg_{set,get}_msr return 1: INVAL exits.",
+         [wr(SEND, 1), rd(SEND), rd(OPTIONS)], vcpus=[NO_SD], user_msr=True),
+    case("inval/enforce-denied-rd-wr", "3.2",
+         "ENFORCE_CPUID without the MSR's CPUID bit: hv_check_msr_access fails, 1: INVAL exits.",
+         [wr(RECV, 1), rd(RECV), rd(GUEST_OS_ID), wr(HYPERCALL, 0)],
+         vcpus=[vcpu(enforce=True, dm=False, hc=False)], user_msr=True),
+    case("inval/read-only-msrs", "3.2",
+         "A guest write of TIME_REF_COUNT, or of a nonzero TSC_EMULATION_STATUS, returns 1: "
+         "INVAL exits; writing 0 to TSC_EMULATION_STATUS is fine.",
+         [wr(TIME_REF_COUNT, 5), wr(TSC_EMU_STATUS, 2), wr(TSC_EMU_STATUS, 0),
+          rd(TSC_EMU_STATUS)], user_msr=True),
+
+    # ---- the other partition-wide MSRs of kvm_hv_set_msr_pw() / get_msr_pw() --------
+    case("pw/crash-params", "1.6",
+         "CRASH_P0-P4 store what guest or host writes, each its own slot, per VM.",
+         [wr(CRASH_P0, 0x11), wr(CRASH_P0 + 1, 0x22), hset(CRASH_P0 + 2, 0x33),
+          hset(CRASH_P0 + 3, 0x44), wr(CRASH_P4, 0x55),
+          rd(CRASH_P0), rd(CRASH_P0 + 1), rd(CRASH_P0 + 2), hget(CRASH_P0 + 3), hget(CRASH_P4),
+          rd(CRASH_P4, vcpu=1)], vcpus=[{}, {}]),
+    case("pw/crash-ctl", "1.6",
+         "Host CRASH_CTL writes keep only CRASH_NOTIFY; guest writes store nothing, and with "
+         "CRASH_NOTIFY exit KVM_EXIT_SYSTEM_EVENT(CRASH) after the WRMSR.",
+         [hset(CRASH_CTL, NOTIFY | 0x4000000000000007), hget(CRASH_CTL), rd(CRASH_CTL),
+          wr(CRASH_CTL, 0x4000000000000001), hset(CRASH_CTL, 0x7), rd(CRASH_CTL),
+          wr(CRASH_CTL, NOTIFY), rd(CRASH_CTL), hget(CRASH_CTL)]),
+    case("pw/reset", "3.2",
+         "RESET = 1 asks for a reset (KVM_EXIT_SYSTEM_EVENT RESET), from the guest right "
+         "after the WRMSR, from the host at the next KVM_RUN; other values do nothing; it "
+         "reads 0.",
+         [wr(RESET, 2), wr(RESET, 0), wr(RESET, 1), rd(RESET), hset(RESET, 3), {"op": "nop"},
+          hset(RESET, 1), {"op": "nop"}, {"op": "nop"}, hget(RESET),
+          hset(RESET, 1), wr(SEND, 5)]),
+    case("pw/tsc-msrs", "3.2",
+         "REFERENCE_TSC (enable bit clear), REENLIGHTENMENT_CONTROL, TSC_EMULATION_CONTROL and "
+         "TSC_EMULATION_STATUS read back what was written; the host may set any STATUS.",
+         [wr(REFERENCE_TSC, 0x50000), rd(REFERENCE_TSC), hset(REFERENCE_TSC, 0x52000),
+          hget(REFERENCE_TSC), wr(REENLIGHTENMENT, 0x1234), rd(REENLIGHTENMENT),
+          wr(TSC_EMU_CONTROL, 0x3), rd(TSC_EMU_CONTROL), hset(TSC_EMU_STATUS, 0x1),
+          rd(TSC_EMU_STATUS), hset(TIME_REF_COUNT, 5), hget(REENLIGHTENMENT),
+          hget(TSC_EMU_CONTROL)]),
+
+    # ---- XMM fast input and the other hypercall codes ------------------------------
+    case("hcall/enforce-xmm-clear-fast-flush-ud", "3.5",
+         "Under ENFORCE_CPUID without HYPERCALL_XMM_INPUT_AVAILABLE a fast XMM-input call "
+         "(FLUSH_VIRTUAL_ADDRESS_SPACE) is #UD; fast and slow debug calls are unaffected.",
+         [osid(), opt(), hc(0x10002), hc(0x1006B, result=0x13), hc(0x6B, result=0x14), hc(0x2)],
+         vcpus=[vcpu(enforce=True, xmm=False)]),
+    case("hcall/xmm-clear-no-enforce-fast-flush", "3.5",
+         "Without ENFORCE_CPUID the XMM bit is not checked: a fast flush succeeds, a slow one "
+         "reads its input, a rep/var-header one is INVALID_HYPERCALL_INPUT.",
+         [osid(), hc(0x10002), hc(0x2), hc(0x2, ingpa=0x3000000), hc(0x2 | (1 << 32)),
+          hc(0x2 | (1 << 17))],
+         vcpus=[vcpu(xmm=False)]),
+
     # ---- CPUID changes ---------------------------------------------------------
     case("cpuid/set-cpuid-after-run-einval", "#40",
          "A different KVM_SET_CPUID2 after KVM_RUN is EINVAL and syndbg stays on; "
@@ -277,6 +362,10 @@ CASES = [
     case("cpuid/set-cpuid-before-run-applies", "3.8",
          "Before the first KVM_RUN a new table takes effect: removing 0x40000082 gates the MSRs.",
          [{"op": "set_cpuid", "vcpu": 0, "sd": "absent"}, rd(SEND)]),
+    case("cpuid/hv-cpuid-exact-nent", "1.5",
+         "nent exactly 10 is enough; every register of every entry, system and vCPU fd.",
+         [{"op": "hv_cpuid", "fd": "system", "nent": 10}, {"op": "hv_cpuid", "fd": "vcpu", "nent": 10},
+          {"op": "hv_cpuid", "fd": "system", "nent": 9}]),
 ]
 
 assert len({c["id"] for c in CASES}) == len(CASES), "duplicate case ids"

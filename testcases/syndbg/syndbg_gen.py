@@ -13,16 +13,32 @@ OSID = 0x1000101010001
 SYNDBG_MSRS = [0x400000F1, 0x400000F2, 0x400000F3, 0x400000F4, 0x400000F5, 0x400000FF]
 HV_MSRS = [0x40000000, 0x40000001]
 UNHANDLED = [0x400000F0, 0x400000F6, 0x400000FE]
+# The other partition-wide MSRs of kvm_hv_set_msr_pw(): RESET, REFERENCE_TSC, CRASH_P0-P4,
+# CRASH_CTL, REENLIGHTENMENT_CONTROL, TSC_EMULATION_CONTROL/STATUS (readable), and
+# TIME_REF_COUNT (written only: reads give a clock)
+OTHER_MSRS = [0x40000003, 0x40000021, 0x40000100, 0x40000104, 0x40000105, 0x40000106,
+              0x40000107, 0x40000108]
+TIME_REF_COUNT = 0x40000020
+REFERENCE_TSC = 0x40000021
+PEEK = [0x0, 0x50000, 0x50004, 0x30000]      # where the hypercall pages of msr_value() land
 
 u64 = st.integers(0, (1 << 64) - 1)
-msrs = st.sampled_from(SYNDBG_MSRS * 3 + HV_MSRS * 2 + UNHANDLED)
+msrs = st.sampled_from(SYNDBG_MSRS * 3 + HV_MSRS * 2 + UNHANDLED + OTHER_MSRS)
+wr_msrs = st.sampled_from(SYNDBG_MSRS * 3 + HV_MSRS * 2 + UNHANDLED + OTHER_MSRS + [TIME_REF_COUNT])
 
 
 def msr_value(msr_strategy=msrs):
     """(msr, value) pairs where the value suits the MSR often enough."""
     interesting = st.sampled_from([0, 1, 2, 4, 5, 0x1000, 0x50000, 0x50001, OSID,
-                                   0xFFFFFFFFFFFFFFFF, 0x00200001, 0x3000001])
-    return st.tuples(msr_strategy, st.one_of(interesting, interesting, u64))
+                                   0xFFFFFFFFFFFFFFFF, 0x00200001, 0x3000001, 1 << 63,
+                                   (1 << 63) | (1 << 62) | 7])
+
+    def fix(pair):
+        msr, value = pair
+        # REFERENCE_TSC with the enable bit would make KVM write a TSC page into guest
+        # memory (over the payload's code, for most values): keep it clear
+        return (msr, value & ~1) if msr == REFERENCE_TSC else pair
+    return st.tuples(msr_strategy, st.one_of(interesting, interesting, u64)).map(fix)
 
 
 @st.composite
@@ -33,13 +49,14 @@ def vcpu_config(draw):
         "dm": draw(st.booleans()),
         "dbg": draw(st.booleans()),
         "hc": draw(st.sampled_from([True, True, False])),
+        "xmm": draw(st.sampled_from([True, True, False])),
         "enforce": draw(st.booleans()),
     }
 
 
 @st.composite
 def hcall_control(draw):
-    code = draw(st.sampled_from([0x69, 0x6A, 0x6B, 0x6B, 0x6C]))
+    code = draw(st.sampled_from([0x69, 0x6A, 0x6B, 0x6B, 0x6C, 0x02]))
     ctl = code
     if draw(st.booleans()):
         ctl |= 1 << 16                                    # fast
@@ -58,7 +75,7 @@ def action(nr_vcpus: int, mode: int):
 
     @st.composite
     def wrmsr(draw):
-        msr, value = draw(msr_value())
+        msr, value = draw(msr_value(wr_msrs))
         a = {"op": "wrmsr", "vcpu": draw(vcpu), "msr": msr, "value": value, "cpl": draw(cpl)}
         if draw(st.booleans()):
             a["status"] = draw(st.one_of(st.sampled_from([0, 1, 4, 0x100005]), u64))
@@ -88,12 +105,14 @@ def action(nr_vcpus: int, mode: int):
 
     @st.composite
     def set_msr(draw):
-        msr, value = draw(msr_value(st.sampled_from(SYNDBG_MSRS + HV_MSRS)))
+        msr, value = draw(msr_value(st.sampled_from(SYNDBG_MSRS + HV_MSRS + OTHER_MSRS +
+                                                    [TIME_REF_COUNT])))
         return {"op": "set_msr", "vcpu": draw(vcpu), "msr": msr, "value": value}
 
     @st.composite
     def get_msr(draw):
-        return {"op": "get_msr", "vcpu": draw(vcpu), "msr": draw(st.sampled_from(SYNDBG_MSRS + HV_MSRS))}
+        return {"op": "get_msr", "vcpu": draw(vcpu),
+                "msr": draw(st.sampled_from(SYNDBG_MSRS + HV_MSRS + OTHER_MSRS))}
 
     @st.composite
     def set_cpuid(draw):
@@ -118,12 +137,12 @@ def action(nr_vcpus: int, mode: int):
     return st.one_of(
         wrmsr(), wrmsr(), wrmsr(), osid(), rdmsr(), rdmsr(), hcall(), hcall(), hcall(),
         nop(), set_msr(), get_msr(), set_cpuid(), caps(), hv_cpuid(),
-        st.just({"op": "msr_list"}),
+        st.just({"op": "msr_list"}), st.sampled_from(PEEK).map(lambda g: {"op": "peek", "gpa": g}),
     )
 
 
 @st.composite
-def scripts(draw, vendor: str = "amd"):
+def scripts(draw, vendor: str = "amd", smt: bool = False):
     mode = draw(st.sampled_from([64, 64, 64, 32]))
     nr_vcpus = draw(st.sampled_from([1, 1, 2]))
     # Half of the scripts start as KDNet does (GUEST_OS_ID, then OPTIONS = USE_HCALLS), so
@@ -134,6 +153,7 @@ def scripts(draw, vendor: str = "amd"):
                    {"op": "wrmsr", "vcpu": 0, "msr": 0x400000FF, "value": 4, "cpl": 0}]
     return {
         "vendor": vendor,
+        "smt": smt,
         "mode": mode,
         "quirk_fix": draw(st.sampled_from([True, True, False])),
         "user_msr": draw(st.sampled_from([False, False, True])),

@@ -82,6 +82,12 @@ def require(guest, script: dict) -> dict:
     return p
 
 
+def env(p: dict) -> dict:
+    """What the model needs to know about the machine: the CPU vendor, and whether
+    cpu_smt_possible() (CPUID 0x40000004 NO_NONARCH_CORESHARING) from the SMT control."""
+    return {"vendor": p["vendor"], "smt": p.get("smt_control") in ("on", "off")}
+
+
 def run_scripts(guest, scripts: list[dict], timeout: float | None = None) -> list[list[dict]]:
     """Run op-scripts in one payload invocation; one observed trace per script."""
     stdin = payload.encode(scripts)
@@ -126,7 +132,7 @@ def divergence(script: dict, observed: list[dict], profile: str) -> Divergence |
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_case(case, guest, kvmconf_profile):
     p = require(guest, case["script"])
-    script = {**case["script"], "vendor": p["vendor"]}
+    script = {**case["script"], **env(p)}
     observed = run_scripts(guest, [script])[0]
     found = divergence(script, observed, kvmconf_profile(FEATURE))
     if found:
@@ -143,13 +149,13 @@ def _settings(count: int, phases) -> settings:
                     suppress_health_check=list(HealthCheck), print_blob=False)
 
 
-def generate(seed: int, count: int, vendor: str) -> list[dict]:
+def generate(seed: int, count: int, vendor: str, smt: bool = False) -> list[dict]:
     """`count` op-scripts from hypothesis, deterministic for a seed."""
     out: list[dict] = []
 
     @hypothesis_seed(seed)
     @_settings(count, [Phase.generate])
-    @given(GEN.scripts(vendor))
+    @given(GEN.scripts(vendor, smt))
     def collect(script):
         out.append(script)
 
@@ -158,7 +164,7 @@ def generate(seed: int, count: int, vendor: str) -> list[dict]:
 
 
 def shrink(guest, seed: int, count: int, vendor: str, profile: str,
-           observed: dict[str, list[dict]]) -> tuple[dict, Divergence] | None:
+           observed: dict[str, list[dict]], smt: bool = False) -> tuple[dict, Divergence] | None:
     """Replay the same hypothesis search with the guest as oracle and let it shrink.
 
     Scripts already run in the batch are answered from `observed`; new ones
@@ -169,7 +175,7 @@ def shrink(guest, seed: int, count: int, vendor: str, profile: str,
 
     @hypothesis_seed(seed)
     @_settings(count, [Phase.generate, Phase.shrink])
-    @given(GEN.scripts(vendor))
+    @given(GEN.scripts(vendor, smt))
     def search(script):
         key = json.dumps(script, sort_keys=True)
         if key not in observed:
@@ -192,7 +198,7 @@ def shrink(guest, seed: int, count: int, vendor: str, profile: str,
 def test_random(name, guest, kvmconf_seed, kvmconf_profile, kvmconf_ctx, run_record):
     p = require(guest, {})
     profile = kvmconf_profile(FEATURE)
-    scripts = generate(kvmconf_seed, RANDOM_SCRIPTS, p["vendor"])
+    scripts = generate(kvmconf_seed, RANDOM_SCRIPTS, p["vendor"], env(p)["smt"])
     observed: dict[str, list[dict]] = {}
     diverged: list[int] = []
     start = time.monotonic()
@@ -213,7 +219,8 @@ def test_random(name, guest, kvmconf_seed, kvmconf_profile, kvmconf_ctx, run_rec
     if not diverged:
         return
 
-    shrunk = shrink(guest, kvmconf_seed, RANDOM_SCRIPTS, p["vendor"], profile, observed)
+    shrunk = shrink(guest, kvmconf_seed, RANDOM_SCRIPTS, p["vendor"], profile, observed,
+                    env(p)["smt"])
     if shrunk is None:              # the shrinker could not reproduce it: report the original
         script = scripts[diverged[0]]
         found = divergence(script, observed[json.dumps(script, sort_keys=True)], profile)
@@ -240,7 +247,8 @@ if os.environ.get(REPLAY_ENV):
             model.normalize(script)
         except (ValueError, KeyError, TypeError) as e:
             raise HarnessError(f"{REPLAY_ENV}: not a syndbg op-script: {e}") from None
-        require(guest, script)
+        p = require(guest, script)
+        script = {**env(p), **script}
         observed = run_scripts(guest, [script])[0]
         found = divergence(script, observed, kvmconf_profile(FEATURE))
         if found:
