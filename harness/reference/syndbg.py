@@ -121,6 +121,7 @@ DEFAULT_VCPU = {"hv": True, "sd": "set", "dm": True, "dbg": True, "hc": True, "x
 CPUID_KEYS = ("hv", "sd", "dm", "dbg", "hc", "xmm")
 # HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE: the one non-debug code the model knows (XMM fast input)
 HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE = 0x0002
+HVCALL_POST_MESSAGE = 0x005C
 
 
 def normalize(script: dict) -> dict:
@@ -494,6 +495,10 @@ class _Model:
                 status = ST_INVALID_HYPERCALL_INPUT   # kvm_read_guest() of struct hv_tlb_flush
             else:
                 status = 0
+        elif code == HVCALL_POST_MESSAGE:
+            # kvm_hv_hypercall(): rep, var_cnt or an inactive SynIC (never activated here:
+            # no KVM_CAP_HYPERV_SYNIC) -> INVALID_HYPERCALL_INPUT
+            status = ST_INVALID_HYPERCALL_INPUT
         elif code in (HVCALL_POST_DEBUG_DATA, HVCALL_RETRIEVE_DEBUG_DATA) and fast:
             status = ST_INVALID_PARAMETER
         elif code in DEBUG_CALLS:

@@ -353,6 +353,11 @@ CASES = [
           hc(0x2 | (1 << 17))],
          vcpus=[vcpu(xmm=False)]),
 
+    case("hcall/post-message-synic-inactive", "3.5",
+         "POST_MESSAGE without an active SynIC is INVALID_HYPERCALL_INPUT and never exits, "
+         "slow, fast or rep, with or without ENFORCE_CPUID.",
+         [osid(), opt(), hc(0x5C), hc(0x1005C), hc(0x5C | (2 << 32)), hc(0x5C, vcpu=1)],
+         vcpus=[{}, vcpu(enforce=True)]),
     # ---- CPUID changes ---------------------------------------------------------
     case("cpuid/set-cpuid-after-run-einval", "#40",
          "A different KVM_SET_CPUID2 after KVM_RUN is EINVAL and syndbg stays on; "

@@ -56,7 +56,7 @@ def vcpu_config(draw):
 
 @st.composite
 def hcall_control(draw):
-    code = draw(st.sampled_from([0x69, 0x6A, 0x6B, 0x6B, 0x6C, 0x02]))
+    code = draw(st.sampled_from([0x69, 0x6A, 0x6B, 0x6B, 0x6C, 0x02, 0x5C]))
     ctl = code
     if draw(st.booleans()):
         ctl |= 1 << 16                                    # fast
