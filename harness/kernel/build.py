@@ -42,7 +42,8 @@ class BuildResult:
 
 
 def default_fragments() -> list[Path]:
-    return [CONFIGS / "base.config"] + [CONFIGS / name for name in FEATURE_FRAGMENTS.values()]
+    return [CONFIGS / "base.config", CONFIGS / "debug.config"] + \
+        [CONFIGS / name for name in FEATURE_FRAGMENTS.values()]
 
 
 def parse_fragment(path: Path) -> dict[str, str]:
