@@ -25,3 +25,8 @@ class BootFailure(HarnessError):
         super().__init__(message)
         self.kernel_report = kernel_report or []
         self.evidence = evidence
+
+
+class KernelFailure(Exception):
+    """The kernel under test misbehaved in a way no model step describes (a task
+    stuck in the kernel, say): the case is FAIL, with the evidence in the message."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 import contextlib
 import time
 
-from harness.errors import DeadlineExceeded, HarnessError
+from harness.errors import DeadlineExceeded, HarnessError, KernelFailure
 from harness.guestimage import PAYLOAD_DIR
 from harness.machine import READY_MARK, Machine
 from harness.probe import guest_capabilities
 from harness.remote import Remote, Result
 from harness.remote.keys import RunKeys
+
+# The states (field 3 of /proc/PID/stat) of the processes named $1.
+STATE_OF_COMM = 'for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null && case "$l" in *" ($1) "*) ' \
+                'echo "${l#*) }" | cut -d" " -f1;; esac; done; true'
 
 
 class Guest:
@@ -19,6 +23,7 @@ class Guest:
         self.capabilities: dict = {}
         self.boot_to_ready_s = 0.0
         self.baseline_taint = 0
+        self.poisoned = ""     # why this guest must be replaced, once it must
 
     @classmethod
     def boot(cls, machine: Machine, keys: RunKeys, payload_errors: dict[str, str],
@@ -44,10 +49,36 @@ class Guest:
         return guest
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60.0) -> Result:
+        if self.poisoned:
+            raise HarnessError(f"{self.machine.name}: the guest is being replaced ({self.poisoned})")
         if not self.machine.running:
             raise HarnessError(f"{self.machine.name}: the guest is not running "
                                f"({self.machine.exit_description()})")
-        return self.remote.run(argv, stdin=stdin, timeout=timeout)
+        watch = None
+        if argv and argv[0].startswith(PAYLOAD_DIR + "/"):
+            watch = self._stuck_watch(argv[0].rsplit("/", 1)[-1][:15])
+        return self.remote.run(argv, stdin=stdin, timeout=timeout, watch=watch)
+
+    def _stuck_watch(self, comm: str):
+        """A watch that fails the command when the payload sits in uninterruptible
+        sleep (D) at two checks in a row: the kernel under test is stuck (a lock
+        never released, a lost wakeup). The blocked tasks' stacks go to the serial
+        log (sysrq w) and the guest is replaced before the next case."""
+        seen = {"blocked": 0}
+
+        def watch() -> None:
+            states = self.remote.run(["sh", "-c", STATE_OF_COMM, "state", comm], timeout=10).text.split()
+            seen["blocked"] = seen["blocked"] + 1 if "D" in states else 0
+            if seen["blocked"] < 2:
+                return
+            with contextlib.suppress(HarnessError):
+                self.remote.run(["sh", "-c", "echo w > /proc/sysrq-trigger"], timeout=10)
+            time.sleep(1.0)  # let the stacks reach the serial log
+            self.poisoned = f"{comm} stuck in the kernel"
+            raise KernelFailure(f"{comm} blocked in the kernel (state D) for over {2 * 5} s: a deadlock "
+                                f"or a lost wakeup in the kernel under test (sysrq w stacks, if the kernel "
+                                f"has sysrq: {self.machine.serial_log.name})")
+        return watch
 
     def payload(self, feature: str) -> str:
         if feature in self.payload_errors:
@@ -58,7 +89,7 @@ class Guest:
         """Kernel report lines and new taint bits since the last call, and whether the
         guest still answers (a dead guest is replaced before the next case)."""
         problems = self.machine.new_kernel_reports()
-        if not (self.machine.running and self.remote.connected):
+        if self.poisoned or not (self.machine.running and self.remote.connected):
             return problems, False
         try:
             taint = int(self.run(["cat", "/proc/sys/kernel/tainted"], timeout=15).text.strip() or 0)

@@ -88,7 +88,8 @@ def cmd_run(args) -> int:
     wanted = {s for s in suites if s in FEATURES}
     if args.case:
         wanted = {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in FEATURES}
-    machine_profile = profile_for(wanted | ({"smoke"} if "smoke" in suites else set()))
+    with_smoke = any(c.startswith("smoke/") for c in args.case) if args.case else "smoke" in suites
+    machine_profile = profile_for(wanted | ({"smoke"} if with_smoke else set()))
     accel, accel_reason = choose_accel(args.accel, machine_profile.nested)
     payload_names = ["probe"] + [f for f in FEATURES if (REPO / "guests" / f).is_dir() and f in wanted]
 

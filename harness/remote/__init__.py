@@ -73,12 +73,18 @@ class Remote:
         return bool(self._client and self._client.get_transport()
                     and self._client.get_transport().is_active())
 
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60.0) -> Result:
-        """Run argv (each word quoted for the remote shell), wait at most `timeout` s."""
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60.0,
+            watch=None, watch_every: float = 5.0) -> Result:
+        """Run argv (each word quoted for the remote shell), wait at most `timeout` s.
+
+        `watch()`, if given, is called every `watch_every` s while the command runs;
+        it may raise to abandon the command (the channel is closed first).
+        """
         if not self.connected:
             raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
         command = " ".join(_quote(a) for a in argv)
         deadline = time.monotonic() + timeout
+        next_watch = time.monotonic() + watch_every
         try:
             try:
                 channel = self._client.get_transport().open_session(timeout=timeout)
@@ -112,6 +118,13 @@ class Remote:
                     channel.close()
                     raise DeadlineExceeded(f"guest command {command!r}: no exit within {timeout:.0f} s "
                                            f"(stdout tail: {bytes(out[-200:])!r})")
+                if watch is not None and time.monotonic() > next_watch:
+                    next_watch = time.monotonic() + watch_every
+                    try:
+                        watch()
+                    except BaseException:
+                        channel.close()
+                        raise
                 if drained:
                     time.sleep(0.005)
             rc = channel.recv_exit_status()

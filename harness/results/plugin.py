@@ -8,7 +8,7 @@ import time
 import pytest
 
 from harness.compare import Divergence
-from harness.errors import HarnessError
+from harness.errors import HarnessError, KernelFailure
 from harness.results.record import RunRecord
 
 
@@ -79,7 +79,8 @@ class KvmconfPlugin:
         if call.when == "call" and self.ctx.booted:
             problems, alive = self.ctx.booted.after_case()
             lost = None if alive else self.ctx.discard_dead_guest(cid)
-            if problems and report.outcome != "skipped":
+            stuck = excinfo is not None and isinstance(excinfo.value, KernelFailure)
+            if problems and report.outcome != "skipped" and not stuck:
                 # A kernel report during the case is a FAIL on its own (design section 5).
                 report.outcome = "failed"
                 report.longrepr = "kernel report during the case:\n" + "\n".join(problems)
@@ -101,6 +102,8 @@ class KvmconfPlugin:
             exc = excinfo.value if excinfo else None
             if isinstance(exc, Divergence):
                 state.update(status="FAIL", reason=_one_line(exc.summary()), divergence=exc.as_record())
+            elif isinstance(exc, KernelFailure):
+                state.update(status="FAIL", reason=_one_line(str(exc)))
             elif call.when != "call" or (isinstance(exc, HarnessError)):
                 state.update(status="ERROR", reason=_one_line(exc if exc else report.longreprtext))
             else:
