@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -145,3 +146,56 @@ def test_case_that_matches_nothing(tmp_path):
                    "--history", str(tmp_path / "h"))
     assert done.returncode == 2
     assert _one_line_error(done) == "kvmconf: --case smoke/no-such-case: matches no case of the suite"
+
+
+def test_stuck_watch_fails_after_two_blocked_checks_and_poisons_the_guest():
+    """Unit test of the D-state watch with a stand-in remote (no guest)."""
+    from types import SimpleNamespace
+
+    from harness.errors import KernelFailure
+    from harness.guest import Guest
+    from harness.remote import Result
+
+    answers = iter([b"S\n", b"D\n", b"S\n", b"D\n", b"D\n", b"", b""])
+    calls = []
+
+    def run(argv, stdin=b"", timeout=60.0, watch=None):
+        calls.append(argv)
+        return Result(0, next(answers) if "state" in argv else b"", b"")
+
+    machine = SimpleNamespace(serial_log=Path("/x/all.serial.log"), running=True, name="all")
+    guest = Guest(machine, SimpleNamespace(run=run, connected=True), {})
+    watch = guest._stuck_watch("syndbg")
+    for _ in range(4):  # S, D, S, D: never two in a row
+        watch()
+    with pytest.raises(KernelFailure, match="syndbg blocked in the kernel"):
+        watch()
+    assert ["sh", "-c", "echo w > /proc/sysrq-trigger"] in calls
+    assert guest.poisoned
+    machine.new_kernel_reports = lambda: []
+    assert guest.after_case() == ([], False)   # so the harness replaces it before the next case
+
+
+@pytest.mark.e2e
+def test_kernel_deadlock_fails_the_case_with_stacks_and_the_run_goes_on(tmp_path):
+    """A mutant that never releases hv_lock: the payload sticks in the kernel."""
+    from harness.kernel import build
+    pristine, _ = build.pristine_tree(build.DEFAULT_SOURCE)
+    lines = (pristine / "arch/x86/kvm/hyperv.c").read_text().splitlines()
+    index = next(i for i, l in enumerate(lines) if l == "\t\tr = kvm_hv_set_msr_pw(vcpu, msr, data, host);")
+    assert lines[index + 1] == "\t\tmutex_unlock(&hv->hv_lock);"
+    patch = tmp_path / "no-unlock.patch"
+    patch.write_text(f"--- a/arch/x86/kvm/hyperv.c\n+++ b/arch/x86/kvm/hyperv.c\n"
+                     f"@@ -{index + 1},3 +{index + 1},2 @@\n {lines[index]}\n-{lines[index + 1]}\n {lines[index + 2]}\n")
+    out = tmp_path / "o"
+    done = kvmconf("run", "--source", str(build.DEFAULT_SOURCE), "--patch", str(patch),
+                   "--case", "syndbg/host/set-get-all-six-without-hyperv", "--case", "syndbg/gating/no-hv-signature-gp",
+                   "--output", str(out), "--history", str(tmp_path / "h"), timeout=1800)
+    assert done.returncode == 1, done.stderr[-2000:]
+    cases = {c["id"]: c for c in load_run(out)["cases"]}
+    stuck = cases["syndbg/host/set-get-all-six-without-hyperv"]
+    assert stuck["status"] == "FAIL" and "blocked in the kernel (state D)" in stuck["reason"]
+    assert stuck["duration_s"] < 60
+    assert cases["syndbg/gating/no-hv-signature-gp"]["status"] == "PASS"   # on a fresh guest
+    serial = (out / "nested.serial.log").read_text()
+    assert "task:syndbg" in serial and "state:D" in serial and "kvm_hv_set_msr_common" in serial
