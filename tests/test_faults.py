@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -148,7 +147,7 @@ def test_case_that_matches_nothing(tmp_path):
     assert _one_line_error(done) == "kvmconf: --case smoke/no-such-case: matches no case of the suite"
 
 
-def test_stuck_watch_fails_after_two_blocked_checks_and_poisons_the_guest():
+def test_stuck_watch_fails_after_two_blocked_checks_and_poisons_the_guest(tmp_path):
     """Unit test of the D-state watch with a stand-in remote (no guest)."""
     from types import SimpleNamespace
 
@@ -156,21 +155,24 @@ def test_stuck_watch_fails_after_two_blocked_checks_and_poisons_the_guest():
     from harness.guest import Guest
     from harness.remote import Result
 
-    answers = iter([b"S\n", b"D\n", b"S\n", b"D\n", b"D\n", b"", b""])
+    answers = iter([b"S\n", b"D\n", b"S\n", b"D\n", b"D\n"])
     calls = []
 
     def run(argv, stdin=b"", timeout=60.0, watch=None):
         calls.append(argv)
-        return Result(0, next(answers) if "state" in argv else b"", b"")
+        if "state" in argv:
+            return Result(0, next(answers), b"")
+        return Result(0, b"boot\nsysrq: Show Blocked State\ntask:syndbg state:D\n" if argv == ["dmesg"] else b"", b"")
 
-    machine = SimpleNamespace(serial_log=Path("/x/all.serial.log"), running=True, name="all")
+    machine = SimpleNamespace(logdir=tmp_path, running=True, name="all")
     guest = Guest(machine, SimpleNamespace(run=run, connected=True), {})
     watch = guest._stuck_watch("syndbg")
     for _ in range(4):  # S, D, S, D: never two in a row
         watch()
-    with pytest.raises(KernelFailure, match="syndbg blocked in the kernel"):
+    with pytest.raises(KernelFailure, match=r"syndbg blocked in the kernel .*stacks: all.blocked-tasks.txt"):
         watch()
     assert ["sh", "-c", "echo w > /proc/sysrq-trigger"] in calls
+    assert (tmp_path / "all.blocked-tasks.txt").read_text() == "Show Blocked State\ntask:syndbg state:D\n"
     assert guest.poisoned
     machine.new_kernel_reports = lambda: []
     assert guest.after_case() == ([], False)   # so the harness replaces it before the next case
@@ -197,5 +199,5 @@ def test_kernel_deadlock_fails_the_case_with_stacks_and_the_run_goes_on(tmp_path
     assert stuck["status"] == "FAIL" and "blocked in the kernel (state D)" in stuck["reason"]
     assert stuck["duration_s"] < 60
     assert cases["syndbg/gating/no-hv-signature-gp"]["status"] == "PASS"   # on a fresh guest
-    serial = (out / "nested.serial.log").read_text()
-    assert "task:syndbg" in serial and "state:D" in serial and "kvm_hv_set_msr_common" in serial
+    stacks = (out / "nested.blocked-tasks.txt").read_text()
+    assert "task:syndbg" in stacks and "state:D" in stacks and "kvm_hv_set_msr_common" in stacks
