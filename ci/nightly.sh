@@ -16,6 +16,8 @@ step make test TEST_ARGS="--junitxml=$OUT/project-tests.xml"
 step $K run --output "$OUT/debian" --label "nightly debian"
 step $K run --source /usr/src/linux-source-6.1.tar.xz --output "$OUT/source" --label "nightly linux-source-6.1"
 step $K compare "$OUT/debian" "$OUT/source"
+step bash ci/mutants.sh syndbg
+step bash ci/mutants.sh vfio
 step $K mutate --features syndbg,vfio --output "$OUT/mutate"
 step $K bench --boots 5 > "$OUT/bench.json"
 exit $status
