@@ -40,11 +40,11 @@ class Guest:
                 remote.wait_ready(deadline, alive=lambda: machine.running)
             except DeadlineExceeded as e:
                 raise DeadlineExceeded(f"{e}\n{machine.hang_evidence()}") from None
-        except HarnessError:
+            guest.boot_to_ready_s = time.monotonic() - start
+            guest.capabilities = guest_capabilities(guest.run)
+        except BaseException:
             machine.kill()
             raise
-        guest.boot_to_ready_s = time.monotonic() - start
-        guest.capabilities = guest_capabilities(guest.run)
         guest.baseline_taint = int(guest.capabilities.get("tainted", "0") or 0)
         return guest
 
