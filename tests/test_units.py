@@ -202,14 +202,13 @@ def test_accel_auto_uses_kvm_only_with_nesting(monkeypatch):
     import harness.probe as probe
     monkeypatch.setattr(probe, "host_kvm_usable", lambda: (True, "ok"))
     monkeypatch.setattr(probe, "host_nested", lambda: {"kvm_intel.nested": "N", "kvm_amd.nested": None})
-    assert choose_accel("auto", needs_nested=True)[0] == "tcg"
-    assert choose_accel("auto", needs_nested=False)[0] == "kvm"
+    assert choose_accel("auto")[0] == "tcg"
     monkeypatch.setattr(probe, "host_nested", lambda: {"kvm_intel.nested": "Y", "kvm_amd.nested": None})
-    assert choose_accel("auto", needs_nested=True)[0] == "kvm"
+    assert choose_accel("auto") == ("kvm", "host KVM with nesting (kvm_intel.nested)")
     monkeypatch.setattr(probe, "host_kvm_usable", lambda: (False, "/dev/kvm: Permission denied"))
-    accel, reason = choose_accel("auto", needs_nested=False)
+    accel, reason = choose_accel("auto")
     assert accel == "tcg" and "Permission denied" in reason
-    assert choose_accel("kvm", needs_nested=True)[0] == "kvm"
+    assert choose_accel("kvm")[0] == "kvm" and choose_accel("tcg")[0] == "tcg"
 
 
 def test_shell_probe_parsing():

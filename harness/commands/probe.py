@@ -24,7 +24,7 @@ def boot_once(args, kernel, profile_name: str, logdir: Path):
     from harness.remote.keys import generate
 
     profile = PROFILES[profile_name]
-    accel, reason = choose_accel(args.accel, profile.nested)
+    accel, reason = choose_accel(args.accel)
     workdir = Path(tempfile.mkdtemp(prefix="kvmconf-"))
     image = build_base(kernel, {"probe": payload_build.build("probe").path}, profile.module_groups)
     keys = generate(workdir)

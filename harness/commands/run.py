@@ -90,7 +90,7 @@ def cmd_run(args) -> int:
         wanted = {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in FEATURES}
     with_smoke = any(c.startswith("smoke/") for c in args.case) if args.case else "smoke" in suites
     machine_profile = profile_for(wanted | ({"smoke"} if with_smoke else set()))
-    accel, accel_reason = choose_accel(args.accel, machine_profile.nested)
+    accel, accel_reason = choose_accel(args.accel)
     payload_names = ["probe"] + [f for f in FEATURES if (REPO / "guests" / f).is_dir() and f in wanted]
 
     record = RunRecord(output / "run.json", run_id, args.label,

@@ -29,7 +29,7 @@ The machine is q35 + intel-iommu (QEMU 7.2 defaults, aw-bits 39) with one
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PROFILES: tuple[str, ...] = ("6.1", "fixed")
 
