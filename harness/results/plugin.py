@@ -93,7 +93,6 @@ class KvmconfPlugin:
                 return
         if report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            state.setdefault("status", None)
             if state["status"] is None:
                 state.update(status="SKIP", reason=_one_line(reason.removeprefix("Skipped: ")))
         elif report.failed:
