@@ -253,7 +253,8 @@ def _check_patched_sources_built(obj: Path, patch_list: list[patchlib.Patch],
                                  f"does not build: the patch would go untested")
 
 
-def _compiler() -> str:
+def _compiler() -> tuple[str, str]:
+    """The CC make uses (through ccache when present) and the compiler's version line."""
     cc = "ccache gcc" if shutil.which("ccache") else "gcc"
     version = subprocess.run(["gcc", "--version"], capture_output=True, text=True,
                              timeout=30).stdout.splitlines()[0]

@@ -28,7 +28,6 @@ The machine is q35 + intel-iommu (QEMU 7.2 defaults, aw-bits 39) with one
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 PROFILES: tuple[str, ...] = ("6.1", "fixed")
@@ -621,10 +620,6 @@ def predict(script: dict, profile: str = PROFILES[0]) -> list[dict]:
             raise ValueError(f"the vfio model has no action {op!r}")
         events.append(handler(a))
     return events
-
-
-def predict_all(script: dict) -> dict[str, list[dict]]:
-    return {p: predict(copy.deepcopy(script), p) for p in PROFILES}
 
 
 # ---------------------------------------------------------------------------
