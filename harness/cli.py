@@ -1,4 +1,4 @@
-"""kvmconf: one command per intent (run, probe, bench, kernel, series, compare, bisect, mutate).
+"""kvmconf: one command per intent (run, list, probe, bench, kernel, series, compare, bisect, mutate).
 
 Exit codes: 0 all is well, 1 the kernel side is wrong, 2 the harness broke or
 the usage is bad; the reason is one line on stderr.
@@ -10,6 +10,7 @@ import sys
 
 from harness.commands.common import err
 from harness.commands.kernel import add_build_options, cmd_kernel_build
+from harness.commands.list import cmd_list
 from harness.commands.mutate import cmd_mutate
 from harness.commands.probe import cmd_bench, cmd_probe
 from harness.commands.run import add_run_options, cmd_run
@@ -23,6 +24,11 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the conformance suite on a kernel")
     add_run_options(run)
     run.set_defaults(func=cmd_run)
+    lst = sub.add_parser("list", help="features, model profiles and cases, without booting")
+    lst.add_argument("--features", help="comma list of features (default: all)")
+    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--names", action="store_true", help="only the feature names, one line")
+    lst.set_defaults(func=cmd_list)
     kernel = sub.add_parser("kernel", help="kernels under test").add_subparsers(dest="kernel_command",
                                                                                  required=True)
     kbuild = kernel.add_parser("build", help="build a kernel from source and patches (cached)")
@@ -82,10 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("kvmconf: interrupted")
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":

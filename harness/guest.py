@@ -59,6 +59,15 @@ class Guest:
             watch = self._stuck_watch(argv[0].rsplit("/", 1)[-1][:15])
         return self.remote.run(argv, stdin=stdin, timeout=timeout, watch=watch)
 
+    def stream(self, argv: list[str], timeout: float = 60.0):
+        """argv started with stdin open (harness.remote.Stream), for request/answer use."""
+        if self.poisoned:
+            raise HarnessError(f"{self.machine.name}: the guest is being replaced ({self.poisoned})")
+        if not self.machine.running:
+            raise HarnessError(f"{self.machine.name}: the guest is not running "
+                               f"({self.machine.exit_description()})")
+        return self.remote.stream(argv, timeout=timeout)
+
     def _stuck_watch(self, comm: str):
         """A watch that fails the command when the payload sits in uninterruptible
         sleep (D) at two checks in a row: the kernel under test is stuck (a lock

@@ -6,6 +6,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import features
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guestimage import build_base, with_keys
@@ -47,8 +48,9 @@ class RunContext:
             return initrd
         payloads = {}
         for name in self.options.payload_names:
+            folder = features.get(name).payload_dir if name in features.names() else None
             try:
-                payloads[name] = payload_build.build(name).path
+                payloads[name] = payload_build.build(name, folder).path
             except HarnessError as e:
                 self.payload_errors[name] = str(e)
             except Exception as e:  # a bug in a feature's checks: that feature ERRORs

@@ -5,10 +5,10 @@ machine, the run record. These fixtures hand its parts to the cases.
 """
 from __future__ import annotations
 
-import importlib
-
 import pytest
 
+from harness import features
+from harness.driver import Suite
 from harness.results.plugin import case_id
 
 
@@ -39,12 +39,16 @@ def kvmconf_seed(kvmconf_ctx) -> int:
 def kvmconf_profile(kvmconf_ctx):
     """kvmconf_profile(feature) -> the model profile to expect (--profile FEATURE=NAME)."""
     def choose(feature: str) -> str:
-        chosen = kvmconf_ctx.options.profiles.get(feature)
-        if chosen:
-            return chosen
-        model = importlib.import_module(f"harness.reference.{feature}")
-        return model.PROFILES[0]
+        return kvmconf_ctx.options.profiles.get(feature) or features.get(feature).profiles[0]
     return choose
+
+
+@pytest.fixture
+def suite(guest, kvmconf_profile, kvmconf_ctx):
+    """suite(feature) -> the shared driver (harness.driver.Suite) for that feature."""
+    def make(feature: str) -> Suite:
+        return Suite(features.get(feature), guest, kvmconf_profile(feature), kvmconf_ctx.kernel)
+    return make
 
 
 class CaseRecorder:
@@ -62,6 +66,10 @@ class CaseRecorder:
 
     def annotate(self, **fields):
         self._record.annotate(self.case_id, **fields)
+
+    def explained(self, profiles: list[str]):
+        """The model profiles whose predictions equal everything this case observed."""
+        self._record.annotate(self.case_id, explained_by=list(profiles))
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness import features
 from harness.errors import UsageError
-from harness.machine.profiles import FEATURES
 
 REPO = Path(__file__).resolve().parents[2]
 # KVMCONF_TESTCASES points the run at another suite folder: the project's own
 # tests use it for fault-injection cases that do not belong in the real suite.
 TESTCASES = Path(os.environ.get("KVMCONF_TESTCASES") or REPO / "testcases")
-SUITES = ("smoke",) + FEATURES
 # A duplicate of fd 2, so progress lines reach the terminal even while pytest
 # captures the cases' output.
 err = Console(file=os.fdopen(os.dup(2), "w", buffering=1), highlight=False, soft_wrap=True)
@@ -24,28 +23,23 @@ err = Console(file=os.fdopen(os.dup(2), "w", buffering=1), highlight=False, soft
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
+def suites() -> tuple[str, ...]:
+    return ("smoke",) + features.names()
+
+
 def parse_features(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for name in names:
-        if name not in FEATURES:
-            raise UsageError(f"--features {text}: unknown feature {name!r} "
-                             f"(known: {', '.join(FEATURES)})")
-    return names
+    return features.parse(text)
 
 
 def parse_profiles(items: list[str]) -> dict[str, str]:
     profiles = {}
     for item in items:
         feature, sep, name = item.partition("=")
-        if not sep or feature not in FEATURES or not name:
+        if not sep or feature not in features.names() or not name:
             raise UsageError(f"--profile {item}: expected FEATURE=NAME with FEATURE one of "
-                             f"{', '.join(FEATURES)}")
-        try:
-            model = __import__(f"harness.reference.{feature}", fromlist=["PROFILES"])
-            known = model.PROFILES
-        except ImportError:
-            known = ()
-        if known and name not in known:
+                             f"{', '.join(features.names())}")
+        known = features.get(feature).profiles
+        if name not in known:
             raise UsageError(f"--profile {item}: unknown profile {name!r} for {feature} "
                              f"(known: {', '.join(known)})")
         profiles[feature] = name

@@ -13,19 +13,20 @@ from pathlib import Path
 from rich.table import Table
 
 import harness
-from harness.commands.common import (REPO, SUITES, TESTCASES, err, git_describe, out, output_dir,
-                                     parse_features, parse_profiles)
+from harness import features as registry
+from harness.commands.common import (REPO, TESTCASES, err, git_describe, out, output_dir,
+                                     parse_features, parse_profiles, suites as known_suites)
 from harness.commands.kernel import add_build_options, resolve_kernel
 from harness.errors import HarnessError, UsageError
-from harness.machine.profiles import FEATURES, profile_for
+from harness.machine.profiles import profile_for
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", help="bzImage of the kernel under test (default: Debian's package)")
     add_build_options(p)
     p.add_argument("--modules", help="its modules: lib/modules/<version> or a root containing it")
-    p.add_argument("--features", help=f"comma list of {', '.join(FEATURES)} (default: all)")
-    p.add_argument("--suite", action="append", default=[], help=f"one of {', '.join(SUITES)}; repeatable")
+    p.add_argument("--features", help="comma list of registered features (kvmconf list; default: all)")
+    p.add_argument("--suite", action="append", default=[], help="smoke or a feature; repeatable")
     p.add_argument("--case", action="append", default=[], help="case id or glob; repeatable")
     p.add_argument("--profile", action="append", default=[], help="model profile FEATURE=NAME")
     p.add_argument("--output", help="run folder (default: results/<run-id>)")
@@ -75,27 +76,29 @@ def cmd_run(args) -> int:
     from harness.machine import qemu_binary
 
     started = time.monotonic()
-    features = parse_features(args.features) if args.features else list(FEATURES)
+    all_features = registry.names()
+    features = parse_features(args.features) if args.features else list(all_features)
     for suite in args.suite:
-        if suite not in SUITES:
-            raise UsageError(f"--suite {suite}: unknown suite (known: {', '.join(SUITES)})")
+        if suite not in known_suites():
+            raise UsageError(f"--suite {suite}: unknown suite (known: {', '.join(known_suites())})")
     suites = args.suite or (["smoke"] + features)
     profiles = parse_profiles(args.profile)
     run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
     output = output_dir(Path(args.output) if args.output else REPO / "results" / run_id)
     kernel = resolve_kernel(args)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
-    wanted = {s for s in suites if s in FEATURES}
+    wanted = {s for s in suites if s in all_features}
     if args.case:
-        wanted = {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in FEATURES}
+        wanted = {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in all_features}
     with_smoke = any(c.startswith("smoke/") for c in args.case) if args.case else "smoke" in suites
     machine_profile = profile_for(wanted | ({"smoke"} if with_smoke else set()))
     accel, accel_reason = choose_accel(args.accel)
-    payload_names = ["probe"] + [f for f in FEATURES if (REPO / "guests" / f).is_dir() and f in wanted]
+    payload_names = ["probe"] + [f for f in all_features if f in wanted]
 
     record = RunRecord(output / "run.json", run_id, args.label,
                        {"version": harness.__version__, "git": git_describe()},
-                       {f: profiles.get(f) or default_profile(f) for f in features})
+                       {f: profiles.get(f) or registry.get(f).profiles[0] for f in features},
+                       {f: registry.get(f).profiles for f in features})
     record.data["kernel"] = kernel.record()
     try:
         qemu = qemu_version(qemu_binary())
@@ -148,13 +151,6 @@ def cmd_run(args) -> int:
     return exit_code
 
 
-def default_profile(feature: str) -> str | None:
-    try:
-        return __import__(f"harness.reference.{feature}", fromlist=["PROFILES"]).PROFILES[0]
-    except ImportError:
-        return None
-
-
 def print_summary(data: dict) -> None:
     colour = {"PASS": "green", "FAIL": "red", "ERROR": "magenta", "SKIP": "yellow", "MISS": "blue"}
     table = Table(title=f"kvmconf run {data['run_id']}", show_lines=False)
@@ -164,6 +160,11 @@ def print_summary(data: dict) -> None:
         table.add_row(case["id"], f"[{colour[case['status']]}]{case['status']}[/]",
                       f"{case['duration_s']:.1f}", case["reason"][:160])
     out.print(table)
+    verdicts = data.get("profile_verdict") or {}
+    if verdicts:
+        out.print("profile verdict: " + " ".join(
+            f"{f}={v if v else 'none (no profile explains every case)'}" for f, v in verdicts.items()),
+            markup=False)
     summary = data["summary"]
     out.print(" ".join(f"{k}={v}" for k, v in summary.items()) +
               f"  boot_to_ready_s={data['timing']['boot_to_ready_s']} total_s={data['timing']['total_s']}")

@@ -19,8 +19,8 @@ has_flag() { grep -m1 '^flags' /proc/cpuinfo | grep -qw "$1"; }
 load_group() {
   grep "^$1:" /etc/kvmconf/modules | while read -r spec name path; do
     case "$spec" in
-      kvm:kvm-amd) has_flag svm || continue ;;
-      kvm:kvm-intel) has_flag vmx || continue ;;
+      *:kvm-amd) has_flag svm || continue ;;
+      *:kvm-intel) has_flag vmx || continue ;;
     esac
     grep -q "^$name " /proc/modules && continue
     insmod "$path" 2>/dev/null || grep -q "^$name " /proc/modules || echo "kvmconf: insmod $name failed"

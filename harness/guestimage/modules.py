@@ -14,17 +14,6 @@ from elftools.elf.elffile import ELFFile
 
 from harness.errors import HarnessError
 
-# What each machine capability needs, in the order the guest tries them.
-# Alternatives are separated by "|": the guest loads the one its CPU supports
-# (kvm-amd needs the svm flag, kvm-intel vmx).
-GROUPS: dict[str, list[str]] = {
-    "net": ["virtio_pci", "virtio_net"],
-    "kvm": ["kvm-amd|kvm-intel"],
-    "vfio": ["vfio-pci", "vfio_iommu_type1"],
-    "msr": ["msr"],
-}
-
-
 def canonical(name: str) -> str:
     return name.replace("-", "_")
 
@@ -94,16 +83,18 @@ class ModuleIndex:
         return order
 
 
-def plan(index: ModuleIndex, groups: list[str]) -> list[tuple[str, list[Module]]]:
-    """For each wanted group, (spec, modules in load order) per alternative.
+def plan(index: ModuleIndex, groups: dict[str, tuple[str, ...]]) -> list[tuple[str, list[Module]]]:
+    """For each group (machine profile: base groups plus each feature's row), the
+    (group:alternative, modules in load order) of every alternative.
 
-    Returns lines like ("kvm-amd|kvm-intel", [...]) so the guest's init can
-    pick the alternative; an absent module means "built in or not there",
-    which the probe then tells apart by the device node.
+    Module specs separate alternatives by "|": the guest's init loads the one its
+    CPU supports (kvm-amd needs the svm flag, kvm-intel vmx). An absent module
+    means "built in or not there", which the probe then tells apart by the
+    device node.
     """
     lines: list[tuple[str, list[Module]]] = []
-    for group in groups:
-        for spec in GROUPS[group]:
+    for group, specs in groups.items():
+        for spec in specs:
             for alternative in spec.split("|"):
                 lines.append((f"{group}:{alternative}", index.load_order(alternative)))
     return lines

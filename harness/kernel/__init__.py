@@ -16,6 +16,20 @@ class KernelImage:
     config_sha256: str | None = None
     series: list[dict] = field(default_factory=list)
 
+    def config(self) -> dict[str, str] | None:
+        """CONFIG_X -> value of the kernel under test, when its .config is beside the image
+        (Debian's boot/config-<version>, a build's `config`); None when unknown."""
+        folder = self.bzimage.parent
+        for path in (folder / f"config-{self.version}", folder / "config", folder / ".config"):
+            if path.is_file():
+                options = {}
+                for line in path.read_text(errors="replace").splitlines():
+                    key, sep, value = line.partition("=")
+                    if sep and key.startswith("CONFIG_"):
+                        options[key] = value
+                return options
+        return None
+
     def record(self) -> dict:
         """The `kernel` object of run.json (design section 5)."""
         return {"kind": self.kind, "version": self.version, "sha256": self.sha256,

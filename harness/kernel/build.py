@@ -29,7 +29,6 @@ from harness.kernel.bzimage import read_version
 
 DEFAULT_SOURCE = Path("/usr/src/linux-source-6.1.tar.xz")
 CONFIGS = Path(__file__).with_name("configs")
-FEATURE_FRAGMENTS = {"syndbg": "syndbg.config", "vfio": "vfio.config"}
 _OPTION = re.compile(r"^(CONFIG_\w+)=(.*)$|^# (CONFIG_\w+) is not set$")
 
 
@@ -42,8 +41,10 @@ class BuildResult:
 
 
 def default_fragments() -> list[Path]:
+    """base and debug, then each registered feature's fragment (its row)."""
+    from harness import features
     return [CONFIGS / "base.config", CONFIGS / "debug.config"] + \
-        [CONFIGS / name for name in FEATURE_FRAGMENTS.values()]
+        [row.config_fragment for row in features.rows() if row.config_fragment is not None]
 
 
 def parse_fragment(path: Path) -> dict[str, str]:

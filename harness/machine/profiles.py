@@ -1,7 +1,18 @@
-"""Machine profiles: which QEMU machine each feature needs (design section 2)."""
+"""Machine profiles: the QEMU machines the features run in (design section 2).
+
+A machine offers capabilities ("nested": the guest runs KVM itself; "vfio":
+intel-iommu and edu devices bound to vfio-pci); each registry row says which
+it needs (harness/features.py). A machine loads the modules of every feature
+it can host, so one boot serves every feature it covers.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from harness import features
+
+BASE_MODULE_GROUPS = {"net": ("virtio_pci", "virtio_net"), "msr": ("msr",)}   # ssh; the probe
+SMOKE_NEEDS = frozenset({"nested", "vfio"})   # smoke checks what every machine offers
 
 
 @dataclass(frozen=True)
@@ -12,12 +23,16 @@ class Profile:
     edu_devices: int = 1
 
     @property
-    def module_groups(self) -> list[str]:
-        groups = ["net"]
-        if self.nested:
-            groups += ["kvm", "msr"]
-        if self.vfio:
-            groups.append("vfio")
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"nested"} if self.nested else set()) | frozenset({"vfio"} if self.vfio else set())
+
+    @property
+    def module_groups(self) -> dict[str, tuple[str, ...]]:
+        """Group name -> module specs ("a|b": the alternative the guest's CPU takes)."""
+        groups = dict(BASE_MODULE_GROUPS)
+        for row in features.rows():
+            if row.machine <= self.capabilities and row.modules:
+                groups[row.name] = row.modules
         return groups
 
     def cpu(self, accel: str) -> str:
@@ -41,18 +56,19 @@ PROFILES = {
     "all": Profile("all", nested=True, vfio=True),
 }
 
-# The machine each feature's cases run in. SEV-ES and PEBS-via-PT need
-# hardware; without it their cases run the baseline/negative paths here.
-FEATURE_NEEDS = {"smoke": {"nested", "vfio"}, "syndbg": {"nested"}, "vfio": {"vfio"},
-                 "sev_es": {"nested"}, "pebs_pt": {"nested"}}
-FEATURES = ("syndbg", "vfio", "sev_es", "pebs_pt")
+
+def needs(names: set[str]) -> frozenset[str]:
+    """Machine capabilities the named suites need ("smoke" or registered features)."""
+    found: set[str] = set()
+    for name in names:
+        found |= SMOKE_NEEDS if name == "smoke" else features.get(name).machine
+    return frozenset(found)
 
 
-def profile_for(features: set[str]) -> Profile:
-    """One machine for the whole run: boot once when a single profile covers it all."""
-    needs = set().union(*(FEATURE_NEEDS[f] for f in features)) if features else set()
-    if needs == {"nested"}:
-        return PROFILES["nested"]
-    if needs == {"vfio"}:
-        return PROFILES["vfio"]
+def profile_for(names: set[str]) -> Profile:
+    """One machine for the whole run: the smallest profile that covers every need."""
+    wanted = needs(names)
+    for profile in PROFILES.values():   # smallest first
+        if wanted <= profile.capabilities:
+            return profile
     return PROFILES["all"]

@@ -1,9 +1,10 @@
-"""The syndbg payload's Python side: ELF checks, op-script encoder, trace decoder.
+"""The syndbg payload's codec (the driver protocol of harness/driver.py).
 
-`check_elf` is called by harness/payloads/build.py after the generic checks.
+`elf_checks` is called by harness/payloads/build.py after the generic checks.
 `encode` turns op-scripts (harness/reference/syndbg.py format) into the line
 format guests/syndbg/syndbg.c reads; `decode` parses its JSON lines back,
-strictly, into one event list per script.
+strictly, into one event list per script; `env` takes from the payload's probe
+the machine facts the model needs; `locate` names the op-script step of an event.
 """
 from __future__ import annotations
 
@@ -30,44 +31,36 @@ REQUIRED = ("__start_guest_text", "__stop_guest_text", "g64_vectors", "g32_vecto
 MAX_LINE = 16384          # a payload event line is at most 8 KiB (guests/lib/json.h)
 
 
-def _bytes_at(elf: ELFFile, addr: int, size: int) -> bytes:
+def _bytes_at(elf: ELFFile, addr: int, size: int) -> bytes | None:
     for section in elf.iter_sections():
         start = section["sh_addr"]
         if section["sh_type"] == "SHT_PROGBITS" and start <= addr and addr + size <= start + section["sh_size"]:
             off = addr - start
             return section.data()[off:off + size]
-    raise HarnessError(f"payload syndbg: address {addr:#x} is in no PROGBITS section")
+    return None
 
 
-def check_elf(elf: ELFFile, symbols: dict[str, int]) -> None:
-    """The raw hypercall sites hold exactly VMCALL / VMMCALL, inside guest_text."""
+def elf_checks(elf: ELFFile, symbols: dict[str, int]) -> list[str]:
+    """Problems with a built syndbg payload (empty when fine): the raw hypercall
+    sites hold exactly VMCALL / VMMCALL, inside guest_text."""
     missing = [s for s in (*SITES, *REQUIRED) if s not in symbols]
     if missing:
-        raise HarnessError(f"payload syndbg: missing symbols {', '.join(missing)}")
+        return [f"missing symbols {', '.join(missing)}"]
     start, stop = symbols["__start_guest_text"], symbols["__stop_guest_text"]
     if not start < stop or stop - start > 0x10000:
-        raise HarnessError(f"payload syndbg: guest_text [{start:#x}, {stop:#x}) is empty or "
-                           "larger than the 64 KiB guests/lib copies")
+        return [f"guest_text [{start:#x}, {stop:#x}) is empty or larger than the 64 KiB guests/lib copies"]
+    problems = []
     for name, want in SITES.items():
         addr = symbols[name]
         if not start <= addr < stop:
-            raise HarnessError(f"payload syndbg: {name} at {addr:#x} is outside guest_text")
+            problems.append(f"{name} at {addr:#x} is outside guest_text")
+            continue
         got = _bytes_at(elf, addr, len(want))
-        if got != want:
-            raise HarnessError(f"payload syndbg: {name} at {addr:#x} holds {got.hex()}, "
-                               f"expected {want.hex()}")
-
-
-def check_file(path) -> dict[str, int]:
-    """Run check_elf on a built payload file; returns its symbols."""
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        symtab = elf.get_section_by_name(".symtab")
-        if symtab is None:
-            raise HarnessError(f"payload syndbg: {path} has no symbol table")
-        symbols = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name}
-        check_elf(elf, symbols)
-    return symbols
+        if got is None:
+            problems.append(f"{name} at {addr:#x} is in no PROGBITS section")
+        elif got != want:
+            problems.append(f"{name} at {addr:#x} holds {got.hex()}, expected {want.hex()}")
+    return problems
 
 
 # ---- encoding -------------------------------------------------------------
@@ -85,8 +78,25 @@ def _num(v) -> str:
     return hex(v)
 
 
+normalise = model.normalise
+
+
+def env(probe: dict) -> dict:
+    """The CPU vendor, and whether cpu_smt_possible() (CPUID 0x40000004
+    NO_NONARCH_CORESHARING follows the SMT control)."""
+    return {"vendor": probe["vendor"], "smt": probe.get("smt_control") in ("on", "off")}
+
+
+def locate(script: dict, index: int, event: dict) -> tuple[int, str]:
+    """(op-script step, action text) of event `index`; event 0 is the VM setup."""
+    step = event.get("step")
+    if isinstance(step, int) and 0 <= step < len(script["actions"]):
+        return step, model.describe(script["actions"][step])
+    return index, str(event.get("op", "?"))
+
+
 def encode_one(index: int, script: dict) -> str:
-    s = model.normalize(script)
+    s = model.normalise(script)
     lines = [f"script {index}",
              f"vm vcpus={len(s['vcpus'])} mode={s['mode']} quirk_fix={int(s['quirk_fix'])} "
              f"user_msr={int(s['user_msr'])}"]
@@ -112,12 +122,12 @@ def encode_one(index: int, script: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def encode(scripts: list[dict]) -> bytes:
-    return "".join(encode_one(i, s) for i, s in enumerate(scripts)).encode()
+def encode(scripts: list[dict], first: int = 0) -> bytes:
+    return "".join(encode_one(first + i, s) for i, s in enumerate(scripts)).encode()
 
 
 # ---- decoding -------------------------------------------------------------
 
-def decode(stdout: bytes, count: int) -> list[list[dict]]:
+def decode(stdout: bytes, count: int, first: int = 0) -> list[list[dict]]:
     """One event list per script (without the `script` tag), in script order."""
-    return split_traces("syndbg", stdout, count, MAX_LINE)
+    return split_traces("syndbg", stdout, count, MAX_LINE, first)

@@ -124,7 +124,7 @@ HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE = 0x0002
 HVCALL_POST_MESSAGE = 0x005C
 
 
-def normalize(script: dict) -> dict:
+def normalise(script: dict) -> dict:
     """The script with every default filled in (what the encoder and the model see)."""
     s = copy.deepcopy(script)
     s.setdefault("vendor", "amd")
@@ -203,7 +203,7 @@ class _Model:
     def __init__(self, script: dict, profile: str):
         if profile not in PROFILES:
             raise ValueError(f"unknown syndbg profile {profile!r}; known: {', '.join(PROFILES)}")
-        self.s = normalize(script)
+        self.s = normalise(script)
         self.v7 = profile == "v7"
         self.vm = _Vm()
         self.vcpus = [_Vcpu(cfg=v, enforce=bool(v["enforce"])) for v in self.s["vcpus"]]

@@ -691,3 +691,45 @@ def v1_walk(writes: list[int], start: int = V1_RUNNING) -> list[set[tuple[str, i
         else:
             state = new       # optimistic; the test re-reads device_state
     return out
+
+
+# ---------------------------------------------------------------------------
+# Findings: kernel behaviour the 6.1 profile reproduces but the intended
+# semantics ("fixed") do not (design section 5).
+
+STALE_BITS = {
+    "id": "vfio/stale-bits-after-shifted-merge",
+    "title": "type1 GET_BITMAP/unmap report stale dirty bits after a GET packed a mapping "
+             "at a bit offset that is not a multiple of 64",
+    "mechanism": (
+        "drivers/vfio/vfio_iommu_type1.c: update_user_bitmap() shifts the mapping's own "
+        "bitmap in place (bitmap_shift_left(dma->bitmap, dma->bitmap, shift, nbits + shift)) "
+        "and ORs the whole user word at copy_offset into its first word (__bitmap_or over "
+        "BITS_TO_LONGS(shift) = 1 word), so the kernel copy now holds bits up to "
+        "nbits + shift (and the neighbour's bits); vfio_iova_dirty_bitmap() then clears only "
+        "[0, nbits) (bitmap_clear(dma->bitmap, 0, dma->size >> pgshift)). The leftovers are "
+        "copied out again, whole words, by later GETs and unmap-with-bitmap: over-reporting "
+        "(never a lost page) until STOP frees the bitmap."),
+}
+
+
+def findings(script: dict, observed: list[dict]) -> list[dict]:
+    """The stale-bits finding when this trace is the 6.1 one and the intended
+    semantics (the "fixed" profile) predict different bits for some event."""
+    import json
+
+    from harness.compare import first_divergence
+    from harness.payloads.vfio import locate
+
+    if first_divergence(predict(script, "6.1"), observed) is not None:
+        return []
+    found = first_divergence(predict(script, "fixed"), observed,
+                             lambda index, event: locate(script, index, event)[1])
+    if found is None:
+        return []
+    where = f"step {found.step} ({found.action}): {found.field}"
+
+    def show(value) -> str:
+        return hex(value) if isinstance(value, int) else json.dumps(value)
+    return [{**STALE_BITS, "intended": f"{where} = {show(found.expected)}",
+             "observed": f"{where} = {show(found.observed)}"}]

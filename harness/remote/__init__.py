@@ -133,6 +133,20 @@ class Remote:
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HarnessError(f"ssh 127.0.0.1:{self.port}: {command!r}: {e or type(e).__name__}") from None
 
+    def stream(self, argv: list[str], timeout: float = 60.0) -> "Stream":
+        """Start argv with stdin left open: the caller feeds it piece by piece and reads
+        each answer before sending the next (one payload process for many requests)."""
+        if not self.connected:
+            raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
+        command = " ".join(_quote(a) for a in argv)
+        try:
+            channel = self._client.get_transport().open_session(timeout=timeout)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HarnessError(f"ssh 127.0.0.1:{self.port}: {command!r}: {e or type(e).__name__}") from None
+        return Stream(channel, command)
+
     def upload(self, local: str, remote: str, timeout: float = 60.0) -> None:
         if not self.connected:
             raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
@@ -148,6 +162,76 @@ class Remote:
         if self._client:
             self._client.close()
             self._client = None
+
+
+class Stream:
+    """A running remote command with open stdin (see Remote.stream)."""
+
+    def __init__(self, channel, command: str):
+        self._channel, self.command = channel, command
+        self._out, self._err = bytearray(), bytearray()
+
+    def send(self, data: bytes, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = memoryview(data)
+        try:
+            while pending:
+                if self._channel.exit_status_ready():
+                    raise HarnessError(f"guest command {self.command!r} exited while fed input "
+                                       f"(stderr: {bytes(self._err[-300:])!r})")
+                if self._channel.send_ready():
+                    pending = pending[self._channel.send(pending[:1 << 15]):]
+                    continue
+                self._drain()
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(f"guest command {self.command!r}: input not taken within "
+                                           f"{timeout:.0f} s")
+                time.sleep(0.002)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HarnessError(f"{self.command!r}: {e or type(e).__name__}") from None
+
+    def read_until(self, done, timeout: float) -> bytes:
+        """Read stdout until `done(bytes_so_far)` holds; returns and consumes that output."""
+        deadline = time.monotonic() + timeout
+        try:
+            while not done(bytes(self._out)):
+                if not self._drain():
+                    if self._channel.exit_status_ready() and not self._channel.recv_ready():
+                        raise HarnessError(f"guest command {self.command!r} exited "
+                                           f"{self._channel.recv_exit_status()} before answering "
+                                           f"(stderr: {bytes(self._err[-300:]).decode(errors='replace')})")
+                    if time.monotonic() > deadline:
+                        raise DeadlineExceeded(f"guest command {self.command!r}: no answer within "
+                                               f"{timeout:.0f} s (stdout tail: {bytes(self._out[-200:])!r})")
+                    time.sleep(0.002)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise HarnessError(f"{self.command!r}: {e or type(e).__name__}") from None
+        out, self._out = bytes(self._out), bytearray()
+        return out
+
+    def _drain(self) -> bool:
+        got = False
+        if self._channel.recv_ready():
+            _append(self._out, self._channel.recv(1 << 16))
+            got = True
+        if self._channel.recv_stderr_ready():
+            _append(self._err, self._channel.recv_stderr(1 << 16))
+            got = True
+        return got
+
+    def close(self, timeout: float = 10.0) -> int | None:
+        """End stdin, wait for the exit (the channel is closed either way)."""
+        try:
+            self._channel.shutdown_write()
+            deadline = time.monotonic() + timeout
+            while not self._channel.exit_status_ready() and time.monotonic() < deadline:
+                self._drain()
+                time.sleep(0.005)
+            return self._channel.recv_exit_status() if self._channel.exit_status_ready() else None
+        except (paramiko.SSHException, OSError, EOFError):
+            return None
+        finally:
+            self._channel.close()
 
 
 def _append(buf: bytearray, chunk: bytes) -> None:

@@ -80,11 +80,15 @@ class KvmconfPlugin:
             problems, alive = self.ctx.booted.after_case()
             lost = None if alive else self.ctx.discard_dead_guest(cid)
             stuck = excinfo is not None and isinstance(excinfo.value, KernelFailure)
-            if problems and report.outcome != "skipped" and not stuck:
-                # A kernel report during the case is a FAIL on its own (design section 5).
+            if problems and not stuck:
+                # A kernel report during the case is a FAIL on its own, whatever the
+                # case concluded, SKIP included (design section 5); no model profile
+                # explains it.
                 report.outcome = "failed"
                 report.longrepr = "kernel report during the case:\n" + "\n".join(problems)
-                state.update(status="FAIL", reason="kernel report: " + _one_line(problems[0]))
+                state.update(status="FAIL", reason="kernel report: " + _one_line(problems[0]),
+                             divergence=None)
+                self.record.annotate(cid, explained_by=[])
                 return
             if lost and report.outcome == "passed":
                 report.outcome = "failed"
@@ -99,14 +103,15 @@ class KvmconfPlugin:
             if state["status"] in ("FAIL", "ERROR"):
                 return  # the first failure is the one that counts
             exc = excinfo.value if excinfo else None
-            if isinstance(exc, Divergence):
+            if call.when == "call" and isinstance(exc, Divergence):
                 state.update(status="FAIL", reason=_one_line(exc.summary()), divergence=exc.as_record())
-            elif isinstance(exc, KernelFailure):
+            elif call.when == "call" and isinstance(exc, KernelFailure):
                 state.update(status="FAIL", reason=_one_line(str(exc)))
-            elif call.when != "call" or (isinstance(exc, HarnessError)):
-                state.update(status="ERROR", reason=_one_line(exc if exc else report.longreprtext))
             else:
-                state.update(status="FAIL", reason=_one_line(_failure_text(exc, report)))
+                # Anything else is ours or the infrastructure's, never the kernel's:
+                # a HarnessError, a bug in the harness or a case (KeyError...), a
+                # fixture that broke.
+                state.update(status="ERROR", reason=_one_line(_failure_text(exc, report)))
         elif report.passed and call.when == "call" and state["status"] is None:
             state.update(status="PASS", reason="")
 
@@ -120,6 +125,8 @@ class KvmconfPlugin:
 
 
 def _failure_text(exc, report) -> str:
+    if isinstance(exc, HarnessError) and str(exc).strip():
+        return str(exc)
     if exc is not None and str(exc).strip():
-        return f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
+        return f"{type(exc).__name__}: {exc}"
     return report.longreprtext.strip().splitlines()[-1] if report.longreprtext else "failed"

@@ -12,8 +12,12 @@ STATUSES = ("PASS", "FAIL", "ERROR", "SKIP", "MISS")
 
 
 class RunRecord:
-    def __init__(self, path: Path, run_id: str, label: str, harness: dict, profiles: dict):
+    def __init__(self, path: Path, run_id: str, label: str, harness: dict, profiles: dict,
+                 profile_order: dict[str, tuple[str, ...]] | None = None):
+        """`profiles`: the expected model profile per feature; `profile_order`: every
+        profile of each feature's model, in the model's order (for the verdict)."""
         self.path = path
+        self._profile_order = profile_order or {f: (p,) for f, p in profiles.items() if p}
         self.data: dict = {
             "schema": SCHEMA, "run_id": run_id,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -21,6 +25,7 @@ class RunRecord:
             "kernel": None, "platform": None,
             "summary": {s.lower(): 0 for s in STATUSES},
             "cases": [], "random": [], "findings": [],
+            "profile_verdict": {f: None for f in profiles},
             "timing": {"boot_to_ready_s": None, "total_s": None},
         }
         self._by_id: dict[str, dict] = {}
@@ -50,8 +55,9 @@ class RunRecord:
         self.write()
 
     def annotate(self, case_id: str, **fields) -> None:
-        """Set `seed` or `reproduce` of a case (e.g. the replay line of a shrunk script)."""
-        unknown = set(fields) - {"seed", "reproduce"}
+        """Set `seed`, `reproduce` (e.g. the replay line of a shrunk script) or
+        `explained_by` (the model profiles that explain what the case observed)."""
+        unknown = set(fields) - {"seed", "reproduce", "explained_by"}
         if unknown:
             raise ValueError(f"annotate: unknown case fields {sorted(unknown)}")
         self._by_id[case_id].update(fields)
@@ -96,8 +102,36 @@ class RunRecord:
             return 1
         return 2 if counts["error"] or counts["miss"] else 0
 
+    def profile_verdict(self) -> dict[str, str | None]:
+        """Per feature, the model profile that explains every case of the run, or None.
+
+        A case's evidence is `explained_by`; a PASS without it is explained by the
+        expected profile, a SKIP by every profile (it observed nothing). A case that
+        ERRORed, never ran, or FAILed with nothing any profile explains (a kernel
+        report, a missing capability) leaves no profile that explains it."""
+        verdict = {}
+        for feature, expected in self.data["profiles"].items():
+            order = self._profile_order.get(feature, (expected,) if expected else ())
+            left = list(order)
+            cases = [c for c in self.data["cases"] if c["feature"] == feature]
+            for case in cases:
+                if case["status"] == "SKIP":
+                    continue
+                if case["status"] in ("ERROR", "MISS"):
+                    left = []
+                elif "explained_by" in case:
+                    left = [p for p in left if p in case["explained_by"]]
+                elif case["status"] == "PASS":
+                    left = [p for p in left if p == expected]
+                else:
+                    left = []
+            ran = any(c["status"] != "SKIP" for c in cases)
+            verdict[feature] = (expected if expected in left else left[0]) if left and ran else None
+        return verdict
+
     def write(self) -> None:
         self.data["summary"] = self.summary()
+        self.data["profile_verdict"] = self.profile_verdict()
         atomic_write_bytes(self.path, (json.dumps(self.data, indent=1) + "\n").encode())
 
 

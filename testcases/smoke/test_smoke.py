@@ -1,10 +1,13 @@
 """Smoke: the machine boots, answers over SSH and QMP, runs the kernel under
-test, offers what the feature suites need, and powers off cleanly."""
+test, offers what the feature suites need, and powers off cleanly.
+
+Only KernelFailure makes a case FAIL (the kernel under test is at fault); a
+plain assertion here is about the harness or QEMU, and ERRORs."""
 import re
 
 import pytest
 
-from harness.errors import BootFailure
+from harness.errors import BootFailure, KernelFailure
 
 
 def test_boot(kvmconf_ctx):
@@ -13,7 +16,7 @@ def test_boot(kvmconf_ctx):
         guest = kvmconf_ctx.guest()
     except BootFailure as e:
         if e.kernel_report:
-            pytest.fail(f"{e}\n" + "\n".join(e.kernel_report), pytrace=False)
+            raise KernelFailure(f"{e}\n" + "\n".join(e.kernel_report)) from None
         raise
     assert guest.boot_to_ready_s > 0
 
@@ -43,11 +46,12 @@ def test_dev_kvm(guest):
     if not guest.machine.profile.nested:
         pytest.skip(f"machine profile {guest.machine.profile.name} has no nested virtualization")
     result = guest.run(["sh", "-c", "test -c /dev/kvm || { dmesg | grep -i -e kvm -e svm; exit 1; }"])
-    assert result.rc == 0, f"/dev/kvm missing; kernel log: {result.text[-300:]}"
-    assert guest.capabilities["kvm"]["present"] is True
+    if result.rc != 0 or guest.capabilities["kvm"]["present"] is not True:
+        raise KernelFailure(f"/dev/kvm missing on a CPU with svm; kernel log: {result.text[-300:]}")
     # kvm-amd/kvm-intel loaded (or built in) with nesting: the suites run nested guests.
     nested = [v for k, v in guest.capabilities.items() if k.endswith(".nested")]
-    assert nested and nested[0] in ("1", "Y"), f"nested virtualization off: {nested}"
+    if not (nested and nested[0] in ("1", "Y")):
+        raise KernelFailure(f"nested virtualization off in the kernel under test: {nested}")
 
 
 def test_edu_device(guest):
@@ -55,10 +59,12 @@ def test_edu_device(guest):
     if not guest.machine.profile.vfio:
         pytest.skip(f"machine profile {guest.machine.profile.name} has no VFIO devices")
     edu = [d for d in guest.capabilities["pci"] if d["id"] == "1234:11e8"]
-    assert edu, f"no edu device (1234:11e8) in {guest.capabilities['pci']}"
-    assert all(d["driver"] == "vfio-pci" and re.fullmatch(r"\d+", d["iommu_group"]) for d in edu), edu
+    assert edu, f"QEMU gave no edu device (1234:11e8): {guest.capabilities['pci']}"
+    if not all(d["driver"] == "vfio-pci" and re.fullmatch(r"\d+", d["iommu_group"]) for d in edu):
+        raise KernelFailure(f"edu not bound to vfio-pci in an IOMMU group: {edu}")
     groups = {d["iommu_group"] for d in edu}
-    assert set(guest.capabilities["dev_vfio"].split()) >= groups | {"vfio"}
+    if not set(guest.capabilities["dev_vfio"].split()) >= groups | {"vfio"}:
+        raise KernelFailure(f"/dev/vfio has {guest.capabilities['dev_vfio']!r}, expected groups {groups}")
 
 
 def test_poweroff(kvmconf_ctx, guest):

@@ -9,6 +9,14 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from harness.reference.syndbg import ACTION_KINDS as KINDS
+
+
+def kind(action: dict) -> str:
+    """The kind counted in run.json's random.action_kinds."""
+    return action["op"]
+
+
 OSID = 0x1000101010001
 SYNDBG_MSRS = [0x400000F1, 0x400000F2, 0x400000F3, 0x400000F4, 0x400000F5, 0x400000FF]
 HV_MSRS = [0x40000000, 0x40000001]

@@ -1,0 +1,254 @@
+"""The feature registry: one row per feature, declared as data.
+
+A row says everything the shared parts of kvmconf need to know about a feature,
+the way kvm-unit-tests' unittests.cfg declares a test: the machine it runs in,
+the modules and kernel config it needs, the kernel files and functions its model
+cites (mutation scope), the capabilities it requires (with the kernels that must
+have them and where the probe reads them), its model, payload codec, named cases
+and random-script strategy, batch sizes and timeouts, and whether it needs
+hardware this machine lacks.
+
+Adding a feature is one row here plus the feature's own files. A feature that
+has no row does not exist: `--features NAME` is a usage error naming the rows.
+Out-of-tree features (a lab's own, or the project's test fixture) register
+rows from Python files named in $KVMCONF_EXTRA_FEATURES (colon-separated), each
+defining `FEATURE = Feature(...)`.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+from harness.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRA_ENV = "KVMCONF_EXTRA_FEATURES"
+
+
+def kernel_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) of a kernel release string such as 6.1.0-28-amd64."""
+    m = re.match(r"(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A capability some of a feature's cases need, and who must have it.
+
+    `probe` is a dotted path into the feature's probe output (the payload's
+    `--probe` JSON); `present(value)` says whether the capability is there.
+    From kernel `since` on the capability is part of the feature: missing, it
+    is the kernel's fault (FAIL) unless `config` names an option that may turn
+    it off from `config_since` on (then a kernel without that option may lack
+    it: SKIP). `device` marks a capability that depends on the hardware or a
+    variant driver rather than on the kernel: missing, it is always a SKIP.
+    `needed_by(script)` selects the op-scripts that need it (None: all).
+    """
+    name: str
+    probe: str
+    where: str
+    since: tuple[int, int] = (0, 0)
+    config: str | None = None
+    config_since: tuple[int, int] | None = None
+    device: str | None = None
+    present: Callable[[object], bool] = lambda value: isinstance(value, int) and value > 0
+    needed_by: Callable[[dict], bool] | None = None
+
+    def must_have(self, version: tuple[int, int] | None, config: dict[str, str] | None) -> str | None:
+        """Why the kernel under test must have it (None: it may legitimately lack it)."""
+        if self.device or version is None or version < self.since:
+            return None
+        if self.config and self.config_since and version >= self.config_since:
+            if config is None or config.get(self.config) != "y":
+                return None
+            return f"{self.config}=y"
+        return f"every kernel since {self.since[0]}.{self.since[1]} has it"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    title: str
+    machine: frozenset[str]          # machine capabilities: nested, vfio
+    modules: tuple[str, ...]         # module specs, alternatives split by "|"
+    config: str | None               # fragment in harness/kernel/configs/ (or a path)
+    kernel_files: tuple[str, ...]    # what the model cites: mutation scope
+    model: str                       # module (dotted name or .py path): PROFILES, predict
+    codec: str                       # module: normalise, encode, decode, locate, elf_checks
+    cases: str                       # module: CASES (id, rationale, script)
+    strategy: str                    # module: scripts(**env) -> hypothesis strategy
+    payload: str                     # guests/<name>/ or a folder path
+    requirements: tuple[Requirement, ...] = ()
+    mutate_case_scope: str | None = None   # regex: the switch cases the feature covers
+    batch: int = 50                  # op-scripts per payload invocation
+    random_scripts: int = 300
+    timeout_base_s: float = 30.0     # per payload invocation, plus per action:
+    timeout_per_action_s: float = 0.1
+    shrink_budget_s: float = 180.0
+    probe_args: tuple[str, ...] | None = None   # payload argv that prints the probe JSON
+    needs_hardware: str | None = None            # what this machine class lacks, if anything
+    origin: Path = REPO                          # folder relative names are resolved from
+
+    # -- the feature's own modules -------------------------------------------
+    def _load(self, spec: str) -> ModuleType:
+        return _load_module(spec, str(self.origin), self.name)
+
+    @property
+    def model_module(self) -> ModuleType:
+        return self._load(self.model)
+
+    @property
+    def codec_module(self) -> ModuleType:
+        return self._load(self.codec)
+
+    @property
+    def strategy_module(self) -> ModuleType:
+        return self._load(self.strategy)
+
+    @property
+    def named_cases(self) -> list[dict]:
+        cases = self._load(self.cases).CASES
+        for case in cases:
+            if not case["id"].startswith(self.name + "/"):
+                raise UsageError(f"feature {self.name}: case {case['id']!r} does not start with "
+                                 f"'{self.name}/'")
+        return cases
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return tuple(self.model_module.PROFILES)
+
+    @property
+    def payload_dir(self) -> Path:
+        return (self.origin / self.payload).resolve()
+
+    @property
+    def config_fragment(self) -> Path | None:
+        if self.config is None:
+            return None
+        path = Path(self.config)
+        return path if path.is_absolute() else REPO / "harness" / "kernel" / "configs" / path
+
+    @property
+    def model_file(self) -> Path:
+        return Path(self.model_module.__file__)
+
+    def cited_functions(self) -> set[str]:
+        """Functions the model names as `name()` in its comments: the mutation scope."""
+        return set(re.findall(r"\b([a-z_][a-z0-9_]*)\(\)", self.model_file.read_text()))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_module(spec: str, origin: str, feature: str) -> ModuleType:
+    if not spec.endswith(".py"):
+        return importlib.import_module(spec)
+    path = Path(spec) if Path(spec).is_absolute() else Path(origin) / spec
+    name = f"kvmconf_feature_{feature}_{path.stem}"
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    if loader_spec is None or not path.is_file():
+        raise UsageError(f"feature {feature}: no module {path}")
+    module = importlib.util.module_from_spec(loader_spec)
+    loader_spec.loader.exec_module(module)
+    return module
+
+
+_DEVICE_MIGRATION = ("a vfio-pci variant driver with migration support (mlx5_vfio_pci, "
+                     "hisi_acc_vfio_pci) and its device")
+
+ROWS = (
+    Feature(
+        name="syndbg", title="Hyper-V synthetic debugger in KVM",
+        machine=frozenset({"nested"}), modules=("kvm-amd|kvm-intel",), config="syndbg.config",
+        kernel_files=("arch/x86/kvm/hyperv.c",),
+        model="harness.reference.syndbg", codec="harness.payloads.syndbg",
+        cases="testcases/syndbg/syndbg_cases.py", strategy="testcases/syndbg/syndbg_gen.py",
+        payload="guests/syndbg", probe_args=("--probe",),
+        # hyperv.c's MSR, CPUID and hypercall dispatchers also serve SynIC, stimers
+        # and TLB flushes: only the cases the model covers are mutated.
+        mutate_case_scope=r"SYNDBG|DEBUG|GUEST_OS_ID|HYPERCALL|FEATURES|INTERFACE|VENDOR|"
+                          r"HVCALL_POST|HVCALL_RETRIEVE|HVCALL_RESET|default",
+        requirements=(
+            # Hyper-V emulation became optional (CONFIG_KVM_HYPERV) in 6.8.
+            Requirement("KVM_CAP_SYS_HYPERV_CPUID (191)", "caps.sys_hyperv_cpuid",
+                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        since=(5, 11), config="CONFIG_KVM_HYPERV", config_since=(6, 8)),
+            Requirement("KVM_CAP_HYPERV_ENFORCE_CPUID (199)", "caps.hyperv_enforce_cpuid",
+                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        since=(5, 14), config="CONFIG_KVM_HYPERV", config_since=(6, 8),
+                        needed_by=lambda s: any(v.get("enforce") for v in s.get("vcpus", []))),
+            Requirement("KVM_X86_QUIRK_FIX_HYPERCALL_INSN in KVM_CAP_DISABLE_QUIRKS2 (213)",
+                        "caps.disable_quirks2",
+                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        since=(5, 19), present=lambda v: isinstance(v, int) and bool(v & 0x20),
+                        needed_by=lambda s: s.get("quirk_fix") is False),
+            Requirement("KVM_CAP_X86_USER_SPACE_MSR (188)", "caps.x86_user_space_msr",
+                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        since=(5, 10), needed_by=lambda s: bool(s.get("user_msr"))),
+        ),
+        batch=100, timeout_base_s=30.0, timeout_per_action_s=0.1),
+    Feature(
+        name="vfio", title="VFIO type1 dirty page tracking",
+        machine=frozenset({"vfio"}), modules=("vfio-pci", "vfio_iommu_type1"), config="vfio.config",
+        kernel_files=("drivers/vfio/vfio_iommu_type1.c",),
+        model="harness.reference.vfio", codec="harness.payloads.vfio",
+        cases="testcases/vfio/vfio_cases.py", strategy="testcases/vfio/vfio_gen.py",
+        payload="guests/vfio",
+        requirements=(
+            # No in-tree driver ever offered the v1 region; v2 needs a variant driver.
+            Requirement("VFIO device migration (v1 region or v2 feature)", "migration",
+                        "VFIO_DEVICE_GET_REGION_INFO / VFIO_DEVICE_FEATURE on the edu device "
+                        "(vfio migprobe)", device=_DEVICE_MIGRATION),
+        ),
+        # edu's DMA timer is 100 ms of guest time per transfer
+        batch=40, timeout_base_s=60.0, timeout_per_action_s=0.5),
+)
+
+
+def _extra_rows() -> tuple[Feature, ...]:
+    rows = []
+    for item in filter(None, os.environ.get(EXTRA_ENV, "").split(":")):
+        path = Path(item).resolve()
+        module = _load_module(str(path), str(path.parent), "extra_" + path.stem)
+        row = getattr(module, "FEATURE", None)
+        if not isinstance(row, Feature):
+            raise UsageError(f"{EXTRA_ENV}: {item} defines no FEATURE = Feature(...)")
+        rows.append(row)
+    return tuple(rows)
+
+
+def rows() -> tuple[Feature, ...]:
+    found = ROWS + _extra_rows()
+    names = [f.name for f in found]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise UsageError(f"feature {dup!r} is registered twice")
+    return found
+
+
+def names() -> tuple[str, ...]:
+    return tuple(f.name for f in rows())
+
+
+def get(name: str) -> Feature:
+    for row in rows():
+        if row.name == name:
+            return row
+    raise UsageError(f"unknown feature {name!r} (known: {', '.join(names())})")
+
+
+def parse(text: str, option: str = "--features") -> list[str]:
+    """A comma list of registered feature names; a one-line error names the first unknown."""
+    chosen = [n.strip() for n in text.split(",") if n.strip()]
+    if not chosen:
+        raise UsageError(f"{option} {text!r}: no feature named")
+    for name in chosen:
+        if name not in names():
+            raise UsageError(f"{option} {text}: unknown feature {name!r} (known: {', '.join(names())})")
+    return chosen
