@@ -1,9 +1,11 @@
 """Generate one-spot mutants of the kernel functions a feature's model cites.
 
-The targets are the functions named `name()` in harness/reference/<feature>.py
-that the feature's kernel file defines; the operators are the classic ones:
-relational and logical operator flips, arithmetic flips, constant changes,
-negated conditions and removed statements. Each mutant is a -p1 patch.
+The scope comes from the feature's registry row (harness/features.py): the
+functions its model names as `name()` that its `kernel_files` define, and, inside
+a switch, only the cases its `mutate_case_scope` regex matches. The operators are
+the classic ones: relational and logical operator flips, arithmetic flips,
+constant changes, negated conditions and removed statements. Each mutant is a
+-p1 patch.
 """
 from __future__ import annotations
 
@@ -13,14 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import features as registry
 from harness.errors import UsageError
-
-REFERENCE = Path(__file__).resolve().parents[1] / "reference"
-TARGET_FILES = {"syndbg": "arch/x86/kvm/hyperv.c", "vfio": "drivers/vfio/vfio_iommu_type1.c"}
-# Inside a switch, only the cases a feature covers are mutated: hyperv.c's MSR,
-# CPUID and hypercall dispatchers also serve SynIC, stimers, TLB flushes...
-CASE_SCOPE = {"syndbg": re.compile(r"SYNDBG|DEBUG|GUEST_OS_ID|HYPERCALL|FEATURES|INTERFACE|VENDOR|"
-                                   r"HVCALL_POST|HVCALL_RETRIEVE|HVCALL_RESET|default")}
 
 _FLIPS = [("==", "!="), ("!=", "=="), ("<=", "<"), (">=", ">"), ("&&", "||"), ("||", "&&")]
 _STRICT = [("<->.<=", re.compile(r"(?<![<>\-=])<(?![<=])"), "<="),
@@ -55,11 +51,20 @@ class Mutant:
         return f"Subject: mutant {self.id}: {self.operator} in {self.function}()\n\n" + "".join(diff)
 
 
-def cited_functions(feature: str) -> set[str]:
-    model = REFERENCE / f"{feature}.py"
-    if not model.is_file():
-        raise UsageError(f"--features {feature}: no reference model {model}")
-    return set(re.findall(r"\b([a-z_][a-z0-9_]*)\(\)", model.read_text()))
+def mutable_features() -> list[str]:
+    """The registered features whose row names kernel files to mutate."""
+    return [row.name for row in registry.rows() if row.kernel_files]
+
+
+def check_mutable(names: list[str]) -> list[str]:
+    """The registry rows of `names`; a one-line UsageError names those without kernel files."""
+    rows = [registry.get(name) for name in names]
+    missing = [row.name for row in rows if not row.kernel_files]
+    if missing:
+        raise UsageError(f"--features {','.join(names)}: {', '.join(missing)} "
+                         f"{'has' if len(missing) == 1 else 'have'} no kernel_files in the feature "
+                         f"registry and cannot be mutated (mutable: {', '.join(mutable_features()) or 'none'})")
+    return names
 
 
 def function_bodies(lines: list[str], names: set[str]) -> dict[str, tuple[int, int]]:
@@ -121,13 +126,30 @@ def mutants_of_line(feature: str, path: str, function: str, number: int, line: s
 
 
 def generate(feature: str, source_root: Path) -> list[Mutant]:
-    path = TARGET_FILES.get(feature)
-    if path is None:
-        raise UsageError(f"--features {feature}: no kernel file to mutate (known: {', '.join(TARGET_FILES)})")
-    lines = (source_root / path).read_text().splitlines()
-    bodies = function_bodies(lines, cited_functions(feature))
+    """Every mutant of the feature's registry scope in the source tree at `source_root`."""
+    check_mutable([feature])
+    row = registry.get(feature)
+    cited = row.cited_functions()
+    try:
+        scope = re.compile(row.mutate_case_scope) if row.mutate_case_scope else None
+    except re.error as e:
+        raise UsageError(f"feature {feature}: mutate_case_scope {row.mutate_case_scope!r} is not a "
+                         f"regex ({e})") from None
+    mutants: list[Mutant] = []
+    for path in row.kernel_files:
+        file = source_root / path
+        try:
+            lines = file.read_text(errors="replace").splitlines()
+        except OSError as e:
+            raise UsageError(f"feature {feature}: kernel file {file} not readable ({e.strerror})") from None
+        mutants += _generate_file(feature, path, lines, cited, scope)
+    return mutants
+
+
+def _generate_file(feature: str, path: str, lines: list[str], cited: set[str],
+                   scope: re.Pattern | None) -> list[Mutant]:
+    bodies = function_bodies(lines, cited)
     mutants = []
-    scope = CASE_SCOPE.get(feature)
     for function, (first, last) in sorted(bodies.items(), key=lambda kv: kv[1]):
         switches: list[list] = []   # [indent, current case in scope, case block open]
         previous = "{"
