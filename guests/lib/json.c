@@ -2,24 +2,35 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
+#include "util.h"
+
+size_t json_max = JSON_MAX;
 
 static void put(struct json *j, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
-	if (j->overflow)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(j->buf + j->len, sizeof(j->buf) - j->len, fmt, ap);
-	va_end(ap);
-	if (n < 0 || n >= (int)sizeof(j->buf) - j->len)
-		j->overflow = true;
-	else
-		j->len += n;
+	while (!j->overflow) {
+		va_start(ap, fmt);
+		n = vsnprintf(j->buf + j->len, j->cap - j->len, fmt, ap);
+		va_end(ap);
+		if (n < 0 || j->len + n >= json_max) {
+			j->overflow = true;
+		} else if (j->len + n < j->cap) {
+			j->len += n;
+			return;
+		} else {
+			j->cap = j->len + n + 1 > 2 * j->cap ? j->len + n + 1 : 2 * j->cap;
+			j->buf = realloc(j->buf, j->cap);
+			if (!j->buf)
+				die("out of memory");
+		}
+	}
 }
 
 static void sep(struct json *j)
@@ -31,6 +42,10 @@ static void sep(struct json *j)
 
 void json_begin(struct json *j)
 {
+	j->cap = 256;
+	j->buf = malloc(j->cap);
+	if (!j->buf)
+		die("out of memory");
 	j->len = 0;
 	j->depth = 0;
 	j->overflow = false;
@@ -43,11 +58,13 @@ void json_end_line(struct json *j)
 	put(j, "}");
 	if (j->overflow) {
 		/* Never print a truncated object: the harness must see a clear error. */
-		printf("{\"error\":\"event larger than %d bytes\"}\n", JSON_MAX);
+		printf("{\"error\":\"event larger than %zu bytes\"}\n", json_max);
 	} else {
 		fwrite(j->buf, 1, j->len, stdout);
 		fputc('\n', stdout);
 	}
+	free(j->buf);
+	j->buf = NULL;
 }
 
 void json_key(struct json *j, const char *key)
@@ -124,4 +141,15 @@ void json_str(struct json *j, const char *key, const char *s)
 			put(j, "%c", c);
 	}
 	put(j, "\"");
+}
+
+void script_done(long index)
+{
+	struct json j;
+
+	json_begin(&j);
+	json_i64(&j, "script", index);
+	json_str(&j, "op", "done");
+	json_end_line(&j);
+	fflush(stdout);
 }

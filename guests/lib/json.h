@@ -8,14 +8,19 @@
 #define KVMCONF_JSON_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define JSON_MAX 8192
 #define JSON_DEPTH 8
 
+/* The longest event in bytes: JSON_MAX unless the payload raises it (before
+ * its first event).  A larger event is printed as {"error": ...} instead. */
+extern size_t json_max;
+
 struct json {
-	char buf[JSON_MAX];
-	int len;
+	char *buf;           /* grows as needed up to json_max; json_end_line frees it */
+	size_t len, cap;
 	int depth;
 	bool first[JSON_DEPTH];
 	bool overflow;
@@ -33,5 +38,10 @@ void json_i64(struct json *j, const char *key, int64_t v);
 void json_bool(struct json *j, const char *key, bool v);
 void json_null(struct json *j, const char *key);
 void json_str(struct json *j, const char *key, const char *s);
+
+/* The end of script `index`: {"script":<index>,"op":"done"}, then stdout is
+ * flushed, so that a harness streaming scripts one at a time sees the whole
+ * answer before it sends the next. */
+void script_done(long index);
 
 #endif

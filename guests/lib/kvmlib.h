@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <linux/kvm.h>
 
+#include "util.h"
+
 typedef uint8_t u8;
 typedef uint16_t u16;
 typedef uint32_t u32;
@@ -114,8 +116,5 @@ void vcpu_get_regs(struct vcpu *v, struct kvm_regs *r);
 void vcpu_set_regs(struct vcpu *v, const struct kvm_regs *r);
 
 void *gpa_ptr(struct vm *vm, u64 gpa);
-
-/* Fatal payload errors (not kernel behaviour): message on stderr, exit 2. */
-void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
 #endif

@@ -15,6 +15,9 @@
  *   op <name> key=value ...
  *   end
  *
+ * Output: the events of each script, then {"script":N,"op":"done"}, printed
+ * and flushed when its "end" line is read (the next script may not exist yet).
+ *
  * Usage: syndbg            run the scripts on stdin
  *        syndbg --probe    print the environment (vendor, capabilities)
  */
@@ -27,6 +30,7 @@
 
 #include "json.h"
 #include "kvmlib.h"
+#include "lines.h"
 
 #define HV_CPUID_INTERFACE          0x40000001
 #define HV_CPUID_FEATURES           0x40000003
@@ -39,7 +43,6 @@
 #define QUIRK_FIX_HYPERCALL_INSN    (1 << 5)
 
 #define MAX_OPS     64
-#define MAX_KV      16
 #define RUN_DEADLINE_MS 5000
 #define MAX_EXITS_PER_ACTION 8
 
@@ -52,37 +55,14 @@ struct cpuid_cfg {
 	int hv, sd, dm, dbg, hc, xmm;
 };
 
-struct op {
-	char name[24];
-	int nkv;
-	char key[MAX_KV][24];
-	u64 val[MAX_KV];
-};
-
 struct script {
 	long index;
 	int nr_vcpus, mode, quirk_fix, user_msr;
 	struct cpuid_cfg cpuid[VM_MAX_VCPUS];
 	int enforce[VM_MAX_VCPUS];
 	int nops;
-	struct op ops[MAX_OPS];
+	struct kv ops[MAX_OPS];
 };
-
-static bool op_has(const struct op *op, const char *k)
-{
-	for (int i = 0; i < op->nkv; i++)
-		if (!strcmp(op->key[i], k))
-			return true;
-	return false;
-}
-
-static u64 op_get(const struct op *op, const char *k, u64 def)
-{
-	for (int i = 0; i < op->nkv; i++)
-		if (!strcmp(op->key[i], k))
-			return op->val[i];
-	return def;
-}
 
 /* ---- CPUID per configuration ---------------------------------------- */
 
@@ -148,9 +128,9 @@ static void ev_errno(struct json *j, int ret)
 	json_i64(j, "errno", ret < 0 ? errno : 0);
 }
 
-static struct vcpu *op_vcpu(struct ctx *x, const struct op *op)
+static struct vcpu *op_vcpu(struct ctx *x, const struct kv *op)
 {
-	u64 i = op_get(op, "vcpu", 0);
+	u64 i = kv_get(op, "vcpu", 0);
 
 	if (i >= (u64)x->vm->nr_vcpus)
 		die("script %ld: %s on vcpu %llu, the VM has %d", x->s->index, op->name,
@@ -187,11 +167,11 @@ static void put_exit_hyperv(struct json *j, struct vcpu *v, u64 stub)
 }
 
 /* Guest actions: rdmsr, wrmsr, hcall, nop. */
-static void guest_action(struct ctx *x, int step, const struct op *op)
+static void guest_action(struct ctx *x, int step, const struct kv *op)
 {
 	const struct script *s = x->s;
 	struct vcpu *v = op_vcpu(x, op);
-	int cpl = (int)op_get(op, "cpl", 0);
+	int cpl = (int)kv_get(op, "cpl", 0);
 	bool m64 = s->mode == MODE_LONG64;
 	struct kvm_regs r = { 0 };
 	const char *abort = NULL;
@@ -209,27 +189,27 @@ static void guest_action(struct ctx *x, int step, const struct op *op)
 	r.rbp = NO_VECTOR;
 	if (!strcmp(op->name, "rdmsr")) {
 		stub = guest_sym_gpa(m64 ? g64_rdmsr : g32_rdmsr);
-		r.rcx = op_get(op, "msr", 0);
+		r.rcx = kv_get(op, "msr", 0);
 	} else if (!strcmp(op->name, "wrmsr")) {
-		u64 val = op_get(op, "value", 0);
+		u64 val = kv_get(op, "value", 0);
 
 		stub = guest_sym_gpa(m64 ? g64_wrmsr : g32_wrmsr);
-		r.rcx = op_get(op, "msr", 0);
+		r.rcx = kv_get(op, "msr", 0);
 		r.rax = val & 0xffffffff;
 		r.rdx = val >> 32;
 	} else if (!strcmp(op->name, "nop")) {
 		stub = guest_sym_gpa(m64 ? g64_nop : g32_nop);
 	} else { /* hcall */
-		u64 ctl = op_get(op, "control", 0), in = op_get(op, "ingpa", 0);
-		u64 out = op_get(op, "outgpa", 0);
-		bool vmmcall = op_get(op, "insn", 0) == 1;
+		u64 ctl = kv_get(op, "control", 0), in = kv_get(op, "ingpa", 0);
+		u64 out = kv_get(op, "outgpa", 0);
+		bool vmmcall = kv_get(op, "insn", 0) == 1;
 
 		if (m64) {
 			stub = guest_sym_gpa(vmmcall ? syndbg_vmmcall_64 : syndbg_vmcall_64);
 			r.rcx = ctl;
 			r.rdx = in;
 			r.r8 = out;
-			r.rax = op_get(op, "rax", 0);
+			r.rax = kv_get(op, "rax", 0);
 		} else {
 			/* 32-bit register-pair ABI: EDX:EAX, EBX:ECX, EDI:ESI */
 			stub = guest_sym_gpa(vmmcall ? syndbg_vmmcall_32 : syndbg_vmcall_32);
@@ -285,10 +265,10 @@ static void guest_action(struct ctx *x, int step, const struct op *op)
 		switch (run->exit_reason) {
 		case KVM_EXIT_HYPERV:
 			put_exit_hyperv(&j, v, stub);
-			if (run->hyperv.type == KVM_EXIT_HYPERV_SYNDBG && op_has(op, "status"))
-				run->hyperv.u.syndbg.status = op_get(op, "status", 0);
+			if (run->hyperv.type == KVM_EXIT_HYPERV_SYNDBG && kv_has(op, "status"))
+				run->hyperv.u.syndbg.status = kv_get(op, "status", 0);
 			if (run->hyperv.type == KVM_EXIT_HYPERV_HCALL)
-				run->hyperv.u.hcall.result = op_get(op, "result", 0);
+				run->hyperv.u.hcall.result = kv_get(op, "result", 0);
 			break;
 		case KVM_EXIT_SYSTEM_EVENT: {
 			struct kvm_regs sr;
@@ -356,10 +336,10 @@ static void guest_action(struct ctx *x, int step, const struct op *op)
 	json_end_line(&j);
 }
 
-static void host_hv_cpuid(struct ctx *x, int step, const struct op *op)
+static void host_hv_cpuid(struct ctx *x, int step, const struct kv *op)
 {
-	bool on_vcpu = op_get(op, "fd", 0) == 1;
-	int nent = (int)op_get(op, "nent", 64), ret;
+	bool on_vcpu = kv_get(op, "fd", 0) == 1;
+	int nent = (int)kv_get(op, "nent", 64), ret;
 	struct kvm_cpuid2 *c = cpuid_alloc(nent > 0 ? nent : 1);
 	struct json j;
 
@@ -400,7 +380,7 @@ static void host_hv_cpuid(struct ctx *x, int step, const struct op *op)
 	free(c);
 }
 
-static void host_msr_list(struct ctx *x, int step, const struct op *op)
+static void host_msr_list(struct ctx *x, int step, const struct kv *op)
 {
 	struct kvm_msr_list probe = { .nmsrs = 0 }, *l;
 	struct json j;
@@ -428,7 +408,7 @@ static void host_msr_list(struct ctx *x, int step, const struct op *op)
 	free(l);
 }
 
-static void host_action(struct ctx *x, int step, const struct op *op)
+static void host_action(struct ctx *x, int step, const struct kv *op)
 {
 	struct {
 		struct kvm_msrs hdr;
@@ -441,11 +421,11 @@ static void host_action(struct ctx *x, int step, const struct op *op)
 		bool set = op->name[0] == 's';
 
 		m.hdr.nmsrs = 1;
-		m.e.index = (u32)op_get(op, "msr", 0);
-		m.e.data = op_get(op, "value", 0);
+		m.e.index = (u32)kv_get(op, "msr", 0);
+		m.e.data = kv_get(op, "value", 0);
 		ret = ioctl(op_vcpu(x, op)->fd, set ? KVM_SET_MSRS : KVM_GET_MSRS, &m);
 		ev_begin(&j, x, step, op->name);
-		json_i64(&j, "vcpu", op_get(op, "vcpu", 0));
+		json_i64(&j, "vcpu", kv_get(op, "vcpu", 0));
 		ev_errno(&j, ret);
 		if (!set) {
 			if (ret == 1)
@@ -456,9 +436,9 @@ static void host_action(struct ctx *x, int step, const struct op *op)
 		json_end_line(&j);
 	} else if (!strcmp(op->name, "set_cpuid")) {
 		struct cpuid_cfg cfg = {
-			.hv = (int)op_get(op, "hv", 1), .sd = (int)op_get(op, "sd", 2),
-			.dm = (int)op_get(op, "dm", 1), .dbg = (int)op_get(op, "dbg", 1),
-			.hc = (int)op_get(op, "hc", 1), .xmm = (int)op_get(op, "xmm", 1),
+			.hv = (int)kv_get(op, "hv", 1), .sd = (int)kv_get(op, "sd", 2),
+			.dm = (int)kv_get(op, "dm", 1), .dbg = (int)kv_get(op, "dbg", 1),
+			.hc = (int)kv_get(op, "hc", 1), .xmm = (int)kv_get(op, "xmm", 1),
 		};
 		struct kvm_cpuid2 *c = build_cpuid(&cfg);
 
@@ -466,25 +446,25 @@ static void host_action(struct ctx *x, int step, const struct op *op)
 			die("script %ld: cannot build CPUID: %s", x->s->index, strerror(errno));
 		ret = vcpu_set_cpuid(op_vcpu(x, op), c);
 		ev_begin(&j, x, step, op->name);
-		json_i64(&j, "vcpu", op_get(op, "vcpu", 0));
+		json_i64(&j, "vcpu", kv_get(op, "vcpu", 0));
 		ev_errno(&j, ret);
 		json_end_line(&j);
 		free(c);
 	} else if (!strcmp(op->name, "check_ext")) {
-		ret = kvm_check_extension((long)op_get(op, "cap", 0));
+		ret = kvm_check_extension((long)kv_get(op, "cap", 0));
 		ev_begin(&j, x, step, op->name);
 		json_i64(&j, "ret", ret);
 		json_end_line(&j);
 	} else if (!strcmp(op->name, "enable_cap")) {
-		ret = vcpu_enable_cap(op_vcpu(x, op), (u32)op_get(op, "cap", 0),
-				      op_get(op, "arg", 0));
+		ret = vcpu_enable_cap(op_vcpu(x, op), (u32)kv_get(op, "cap", 0),
+				      kv_get(op, "arg", 0));
 		ev_begin(&j, x, step, op->name);
-		json_i64(&j, "vcpu", op_get(op, "vcpu", 0));
+		json_i64(&j, "vcpu", kv_get(op, "vcpu", 0));
 		ev_errno(&j, ret);
 		json_end_line(&j);
 	} else if (!strcmp(op->name, "peek")) {
 		/* 8 bytes of guest memory, little-endian (e.g. the hypercall page) */
-		u64 gpa = op_get(op, "gpa", 0), val = 0;
+		u64 gpa = kv_get(op, "gpa", 0), val = 0;
 		const u8 *p;
 
 		if (gpa > GUEST_MEM_SIZE - 8)
@@ -505,6 +485,8 @@ static void host_action(struct ctx *x, int step, const struct op *op)
 	}
 }
 
+/* KVM refused to set the VM up as the script asks: an observation, not a
+ * payload error ("failed" names the refused call). */
 static void setup_fail(struct ctx *x, const char *what, int err)
 {
 	struct json j;
@@ -513,7 +495,7 @@ static void setup_fail(struct ctx *x, const char *what, int err)
 	json_i64(&j, "script", x->s->index);
 	json_str(&j, "op", "setup");
 	json_bool(&j, "ok", false);
-	json_str(&j, "error", what);
+	json_str(&j, "failed", what);
 	json_i64(&j, "errno", err);
 	json_end_line(&j);
 	x->aborted = true;
@@ -578,43 +560,22 @@ static void run_script(const struct script *s)
 	}
 out:
 	vm_destroy(x.vm);
-	fflush(stdout);
+	script_done(s->index);
 }
 
 /* ---- input ----------------------------------------------------------- */
 
-static void parse_kv(const char *line, long lineno, char *tok, struct op *op)
+/* Parses "word k=v k=v" (words: how many leading words, the last one is the name). */
+static void parse_line_kv(char *line, long lineno, struct kv *kv, int words)
 {
-	char *eq = strchr(tok, '=');
-	char *end;
-
-	if (!eq || eq == tok || op->nkv == MAX_KV || (size_t)(eq - tok) >= sizeof(op->key[0]))
-		die("stdin line %ld: bad key=value '%s' in '%s'", lineno, tok, line);
-	*eq = 0;
-	strcpy(op->key[op->nkv], tok);
-	errno = 0;
-	op->val[op->nkv] = strtoull(eq + 1, &end, 0);
-	if (errno || *end || end == eq + 1)
-		die("stdin line %ld: bad number '%s'", lineno, eq + 1);
-	op->nkv++;
-}
-
-/* Parses "word k=v k=v" into op (name = word). */
-static void parse_line_kv(char *line, long lineno, struct op *op, int skip_words)
-{
-	char copy[1024], *save = NULL, *tok;
-	int w = 0;
+	char copy[1024];
+	const char *err;
 
 	snprintf(copy, sizeof(copy), "%s", line);
-	memset(op, 0, sizeof(*op));
-	for (tok = strtok_r(line, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save), w++) {
-		if (w < skip_words) {
-			if (w == skip_words - 1)
-				snprintf(op->name, sizeof(op->name), "%s", tok);
-			continue;
-		}
-		parse_kv(copy, lineno, tok, op);
-	}
+	copy[strcspn(copy, "\n")] = 0;
+	err = kv_parse(line, words, kv);
+	if (err)
+		die("stdin line %ld: %s in '%s'", lineno, err, copy);
 }
 
 static int run_stdin(void)
@@ -625,7 +586,7 @@ static int run_stdin(void)
 	bool in = false;
 
 	while (fgets(line, sizeof(line), stdin)) {
-		struct op tmp;
+		struct kv tmp;
 		char *p = line;
 		long v;
 
@@ -651,10 +612,10 @@ static int run_stdin(void)
 			die("stdin line %ld: expected 'script N'", lineno);
 		} else if (!strncmp(p, "vm", 2) && (p[2] == ' ' || p[2] == '\n')) {
 			parse_line_kv(p, lineno, &tmp, 1);
-			s.nr_vcpus = (int)op_get(&tmp, "vcpus", 1);
-			s.mode = (int)op_get(&tmp, "mode", 64);
-			s.quirk_fix = (int)op_get(&tmp, "quirk_fix", 1);
-			s.user_msr = (int)op_get(&tmp, "user_msr", 0);
+			s.nr_vcpus = (int)kv_get(&tmp, "vcpus", 1);
+			s.mode = (int)kv_get(&tmp, "mode", 64);
+			s.quirk_fix = (int)kv_get(&tmp, "quirk_fix", 1);
+			s.user_msr = (int)kv_get(&tmp, "user_msr", 0);
 			if (s.nr_vcpus < 1 || s.nr_vcpus > VM_MAX_VCPUS ||
 			    (s.mode != MODE_LONG64 && s.mode != MODE_PROT32))
 				die("stdin line %ld: bad vm line", lineno);
@@ -666,9 +627,9 @@ static int run_stdin(void)
 				die("stdin line %ld: bad vcpu", lineno);
 			parse_line_kv(end, lineno, &tmp, 0);
 			s.cpuid[v] = (struct cpuid_cfg){
-				(int)op_get(&tmp, "hv", 1), (int)op_get(&tmp, "sd", 2),
-				(int)op_get(&tmp, "dm", 1), (int)op_get(&tmp, "dbg", 1),
-				(int)op_get(&tmp, "hc", 1), (int)op_get(&tmp, "xmm", 1),
+				(int)kv_get(&tmp, "hv", 1), (int)kv_get(&tmp, "sd", 2),
+				(int)kv_get(&tmp, "dm", 1), (int)kv_get(&tmp, "dbg", 1),
+				(int)kv_get(&tmp, "hc", 1), (int)kv_get(&tmp, "xmm", 1),
 			};
 		} else if (!strncmp(p, "enforce ", 8)) {
 			v = strtol(p + 8, NULL, 0);

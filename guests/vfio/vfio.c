@@ -46,7 +46,8 @@
  * type1 ioctl but CHECK_EXTENSION may do).  User
  * bitmaps are reported sparsely as "bitmap": [[word, value], ...] listing the
  * words that differ from the fill value, plus "guards": [below, above].
- * Diagnostics go to stderr.  Exit 0 when the payload ran, whatever the kernel
+ * Each script ends with {"script":N,"op":"done"} (also after a failed setup),
+ * printed and flushed when its E record is read.  Diagnostics go to stderr.  Exit 0 when the payload ran, whatever the kernel
  * did; 2 when the payload itself broke (bad input, setup it cannot undo).
  */
 #define _GNU_SOURCE
@@ -63,6 +64,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
+#include "lines.h"
+#include "util.h"
 #include "vfio_payload.h"
 
 #define VP_ARENA_SIZE (16ul << 20)       /* backing memory for MAP_DMA */
@@ -72,25 +76,18 @@
 #define VP_GUARD 0xfeedfacecafebeefull
 #define VP_FILL_WORD 0x5a5a5a5a5a5a5a5aull
 #define VP_KERNEL_PTR 0xffff888000000000ull
-#define VP_MAX_KV 24
 #define VP_MAX_MAPS 1024
 #define VP_MAX_BITMAP_ENTRIES 4096
 #define VP_EDU_DMA_BUF 0x40000ull
 #define VP_DMA_DEADLINE_NS 5000000000ll
 #define VP_DMA_MAX 2048
+#define VP_EVENT_MAX (1ul << 19)         /* longest event: 4096 bitmap words fit */
 /*
  * A positive return of an ioctl that must return 0 on success: the kernel
  * returned a value no caller expects (e.g. `return 1` instead of 0).  It is
  * reported as "RET<n>", never folded into "ok".
  */
 #define VP_RET_POSITIVE 0x40000000
-
-struct vp_action {
-	char op[16];
-	int n;
-	char key[VP_MAX_KV][16];
-	uint64_t val[VP_MAX_KV];
-};
 
 struct vp_map {
 	uint64_t iova, size;
@@ -114,18 +111,14 @@ static struct {
 	uint64_t dma_counter;
 } vp = { .group_fd = -1, .cfd = -1, .dev_fd = -1 };
 
-static void vfio_die(const char *what)
-{
-	fprintf(stderr, "vfio payload: %s: %s\n", what, strerror(errno));
-	fflush(stdout);
-	exit(2);
-}
+#define vfio_die(what) die("vfio payload: %s: %s", what, strerror(errno))
+#define vfio_bad_input(what, line) die("vfio payload: bad input (%s): %s", what, line)
 
-static void vfio_bad_input(const char *what, const char *line)
+static void ev_begin(struct json *j, const char *op)
 {
-	fprintf(stderr, "vfio payload: bad input (%s): %s\n", what, line);
-	fflush(stdout);
-	exit(2);
+	json_begin(j);
+	json_i64(j, "script", vp.script);
+	json_str(j, "op", op);
 }
 
 static const char *vfio_errname(int e)
@@ -170,21 +163,11 @@ static int vfio_ioctl(int fd, unsigned long req, void *arg)
 	return ret > 0 ? VP_RET_POSITIVE | (ret & 0xffff) : 0;
 }
 
-static uint64_t vfio_arg(const struct vp_action *a, const char *k, uint64_t def)
+static uint64_t vfio_need(const struct kv *a, const char *k, const char *line)
 {
-	for (int i = 0; i < a->n; i++)
-		if (!strcmp(a->key[i], k))
-			return a->val[i];
-	return def;
-}
-
-static uint64_t vfio_need(const struct vp_action *a, const char *k, const char *line)
-{
-	for (int i = 0; i < a->n; i++)
-		if (!strcmp(a->key[i], k))
-			return a->val[i];
-	vfio_bad_input(k, line);
-	return 0;
+	if (!kv_has(a, k))
+		vfio_bad_input(k, line);
+	return kv_get(a, k, 0);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -263,10 +246,8 @@ static void vfio_find_device(void)
 		break;
 	}
 	closedir(d);
-	if (!vp.bdf[0]) {
-		fprintf(stderr, "vfio payload: no edu device (1234:11e8) bound to vfio-pci\n");
-		exit(2);
-	}
+	if (!vp.bdf[0])
+		die("vfio payload: no edu device (1234:11e8) bound to vfio-pci");
 	if (vp.group_no < 0)
 		vp.group_no = vfio_group_of(vp.bdf);
 	if (vp.group_no < 0)
@@ -419,10 +400,10 @@ static uint64_t vfio_data_ptr(struct vp_ubuf *u, uint64_t kind)
 	return (uint64_t)(uintptr_t)u->data;
 }
 
-static void vfio_ubuf_emit(struct vp_ubuf *u)
+static void vfio_ubuf_emit(struct json *j, struct vp_ubuf *u)
 {
 	uint64_t count = 0, w;
-	int first = 1, truncated = 0;
+	int truncated = 0;
 	unsigned char *vec = NULL;
 	uint64_t bytes = u->nwords * 8;
 
@@ -434,8 +415,7 @@ static void vfio_ubuf_emit(struct vp_ubuf *u)
 		if (!vec || mincore(u->data, pages * VP_PAGE, vec))
 			vfio_die("mincore bitmap");
 	}
-	vp_key("bitmap");
-	putchar('[');
+	json_list_open(j, "bitmap");
 	for (w = 0; w < u->nwords; w++) {
 		if (vec && !(vec[(w * 8) / VP_PAGE] & 1)) {
 			w = ((w * 8) / VP_PAGE + 1) * (VP_PAGE / 8) - 1;
@@ -447,17 +427,19 @@ static void vfio_ubuf_emit(struct vp_ubuf *u)
 			truncated = 1;
 			break;
 		}
-		printf("%s[%llu,%llu]", first ? "" : ",", (unsigned long long)w,
-		       (unsigned long long)u->data[w]);
-		first = 0;
+		json_list_open(j, NULL);
+		json_u64(j, NULL, w);
+		json_u64(j, NULL, u->data[w]);
+		json_list_close(j);
 	}
-	putchar(']');
+	json_list_close(j);
 	free(vec);
 	if (truncated)
-		vp_bool("bitmap_truncated", 1);
-	vp_key("guards");
-	printf("[%llu,%llu]", (unsigned long long)u->data[-1],
-	       (unsigned long long)u->data[u->nwords]);
+		json_bool(j, "bitmap_truncated", true);
+	json_list_open(j, "guards");
+	json_u64(j, NULL, u->data[-1]);
+	json_u64(j, NULL, u->data[u->nwords]);
+	json_list_close(j);
 }
 
 static void vfio_ubuf_free(struct vp_ubuf *u)
@@ -467,13 +449,14 @@ static void vfio_ubuf_free(struct vp_ubuf *u)
 
 /* ---------------------------------------------------------------- actions */
 
-static void vfio_op_info(const struct vp_action *a, const char *line)
+static void vfio_op_info(const struct kv *a, const char *line)
 {
 	static uint64_t buf64[1024];
 	uint8_t *buf = (uint8_t *)buf64;
 	struct vp_type1_info *info = (struct vp_type1_info *)buf;
 	uint64_t argsz = vfio_need(a, "argsz", line);
 	uint32_t off, limit;
+	struct json j;
 	int err, n = 0;
 
 	if (argsz > sizeof(buf64))
@@ -482,58 +465,60 @@ static void vfio_op_info(const struct vp_action *a, const char *line)
 	info->argsz = argsz;
 	info->cap_offset = 0xdeadbeef; /* shows whether the kernel wrote it */
 	err = vfio_ioctl(vp.cfd, VP_IOMMU_GET_INFO, info);
-	vp_obj_begin(vp.script, "info");
-	vp_str("result", vfio_errname(err));
+	ev_begin(&j, "info");
+	json_str(&j, "result", vfio_errname(err));
 	if (!err) {
-		vp_u64("argsz", info->argsz);
-		vp_u64("flags", info->flags);
-		vp_u64("iova_pgsizes", info->iova_pgsizes);
-		vp_u64("cap_offset", info->cap_offset);
-		vp_key("caps");
-		putchar('[');
+		json_u64(&j, "argsz", info->argsz);
+		json_u64(&j, "flags", info->flags);
+		json_u64(&j, "iova_pgsizes", info->iova_pgsizes);
+		json_u64(&j, "cap_offset", info->cap_offset);
+		json_list_open(&j, "caps");
 		limit = argsz < sizeof(buf64) ? argsz : sizeof(buf64);
 		off = (info->flags & VP_INFO_CAPS) && info->cap_offset != 0xdeadbeef ?
 		      info->cap_offset : 0;
 		while (off && off >= sizeof(*info) && off + 8 <= limit && n < 16) {
 			struct vp_cap_header *h = (struct vp_cap_header *)(buf + off);
 
-			printf("%s{\"id\":%u,\"version\":%u", n++ ? "," : "",
-			       h->id, h->version);
+			n++;
+			json_obj_open(&j, NULL);
+			json_u64(&j, "id", h->id);
+			json_u64(&j, "version", h->version);
 			if (h->id == VP_CAP_MIGRATION && off + 32 <= limit) {
-				printf(",\"flags\":%u,\"hole\":%u,\"pgsize_bitmap\":%llu,"
-				       "\"max_dirty_bitmap_size\":%llu",
-				       *(uint32_t *)(buf + off + 8),
-				       *(uint32_t *)(buf + off + 12),
-				       (unsigned long long)*(uint64_t *)(buf + off + 16),
-				       (unsigned long long)*(uint64_t *)(buf + off + 24));
+				json_u64(&j, "flags", *(uint32_t *)(buf + off + 8));
+				json_u64(&j, "hole", *(uint32_t *)(buf + off + 12));
+				json_u64(&j, "pgsize_bitmap", *(uint64_t *)(buf + off + 16));
+				json_u64(&j, "max_dirty_bitmap_size", *(uint64_t *)(buf + off + 24));
 			} else if (h->id == VP_CAP_DMA_AVAIL && off + 12 <= limit) {
-				printf(",\"avail\":%u", *(uint32_t *)(buf + off + 8));
+				json_u64(&j, "avail", *(uint32_t *)(buf + off + 8));
 			} else if (h->id == VP_CAP_IOVA_RANGE && off + 16 <= limit) {
 				uint32_t nr = *(uint32_t *)(buf + off + 8);
 
-				printf(",\"ranges\":[");
+				json_list_open(&j, "ranges");
 				for (uint32_t i = 0; i < nr && off + 16 + 16 * (i + 1) <= limit; i++) {
 					uint64_t *r = (uint64_t *)(buf + off + 16 + 16 * i);
 
-					printf("%s[%llu,%llu]", i ? "," : "",
-					       (unsigned long long)r[0], (unsigned long long)r[1]);
+					json_list_open(&j, NULL);
+					json_u64(&j, NULL, r[0]);
+					json_u64(&j, NULL, r[1]);
+					json_list_close(&j);
 				}
-				putchar(']');
+				json_list_close(&j);
 			}
-			putchar('}');
+			json_obj_close(&j);
 			if (h->next && h->next <= off)
 				break; /* a loop in the chain: stop, the ids show it */
 			off = h->next;
 		}
-		putchar(']');
+		json_list_close(&j);
 	}
-	vp_obj_end();
+	json_end_line(&j);
 }
 
-static void vfio_op_map(const struct vp_action *a, const char *line)
+static void vfio_op_map(const struct kv *a, const char *line)
 {
 	struct vp_dma_map m;
 	uint64_t voff = vfio_need(a, "voff", line);
+	struct json j;
 	int err;
 
 	memset(&m, 0, sizeof(m));
@@ -548,17 +533,18 @@ static void vfio_op_map(const struct vp_action *a, const char *line)
 	/* remember where an IOVA lives for DMA checks (newest entry wins) */
 	if (!err && !(m.flags & 4) && vp.nmaps < VP_MAX_MAPS)
 		vp.maps[vp.nmaps++] = (struct vp_map){ m.iova, m.size, vp.arena + voff };
-	vp_obj_begin(vp.script, "map");
-	vp_str("result", vfio_errname(err));
-	vp_obj_end();
+	ev_begin(&j, "map");
+	json_str(&j, "result", vfio_errname(err));
+	json_end_line(&j);
 }
 
-static void vfio_op_unmap(const struct vp_action *a, const char *line)
+static void vfio_op_unmap(const struct kv *a, const char *line)
 {
 	struct vp_dma_unmap u;
 	struct vp_ubuf ub;
 	uint64_t kind = vfio_need(a, "data", line);
 	int with_bitmap, err;
+	struct json j;
 
 	memset(&u, 0, sizeof(u));
 	u.argsz = vfio_need(a, "argsz", line);
@@ -571,34 +557,36 @@ static void vfio_op_unmap(const struct vp_action *a, const char *line)
 	u.bitmap.data = vfio_data_ptr(&ub, kind);
 	with_bitmap = (u.flags & VP_UNMAP_GET_DIRTY_BITMAP) && kind == 0;
 	err = vfio_ioctl(vp.cfd, VP_IOMMU_UNMAP_DMA, &u);
-	vp_obj_begin(vp.script, "unmap");
-	vp_str("result", vfio_errname(err));
-	vp_u64("size", u.size);
+	ev_begin(&j, "unmap");
+	json_str(&j, "result", vfio_errname(err));
+	json_u64(&j, "size", u.size);
 	if (with_bitmap)
-		vfio_ubuf_emit(&ub);
-	vp_obj_end();
+		vfio_ubuf_emit(&j, &ub);
+	json_end_line(&j);
 	vfio_ubuf_free(&ub);
 }
 
-static void vfio_op_dirty(const struct vp_action *a, const char *line)
+static void vfio_op_dirty(const struct kv *a, const char *line)
 {
 	struct vp_dirty d;
+	struct json j;
 	int err;
 
 	memset(&d, 0, sizeof(d));
 	d.argsz = vfio_need(a, "argsz", line);
 	d.flags = vfio_need(a, "flags", line);
-	err = vfio_ioctl(vp.cfd, VP_IOMMU_DIRTY_PAGES, vfio_arg(a, "null", 0) ? NULL : &d);
-	vp_obj_begin(vp.script, "dirty");
-	vp_str("result", vfio_errname(err));
-	vp_obj_end();
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_DIRTY_PAGES, kv_get(a, "null", 0) ? NULL : &d);
+	ev_begin(&j, "dirty");
+	json_str(&j, "result", vfio_errname(err));
+	json_end_line(&j);
 }
 
-static void vfio_op_get(const struct vp_action *a, const char *line)
+static void vfio_op_get(const struct kv *a, const char *line)
 {
 	struct vp_dirty d;
 	struct vp_ubuf ub;
 	uint64_t kind = vfio_need(a, "data", line);
+	struct json j;
 	int err;
 
 	memset(&d, 0, sizeof(d));
@@ -611,34 +599,36 @@ static void vfio_op_get(const struct vp_action *a, const char *line)
 	vfio_ubuf_setup(&ub, d.bitmap.size, vfio_need(a, "fill", line), line);
 	d.bitmap.data = vfio_data_ptr(&ub, kind);
 	err = vfio_ioctl(vp.cfd, VP_IOMMU_DIRTY_PAGES, &d);
-	vp_obj_begin(vp.script, "get");
-	vp_str("result", vfio_errname(err));
+	ev_begin(&j, "get");
+	json_str(&j, "result", vfio_errname(err));
 	if (kind == 0)
-		vfio_ubuf_emit(&ub);
-	vp_obj_end();
+		vfio_ubuf_emit(&j, &ub);
+	json_end_line(&j);
 	vfio_ubuf_free(&ub);
 }
 
-static void vfio_op_ext(const struct vp_action *a, const char *line)
+static void vfio_op_ext(const struct kv *a, const char *line)
 {
 	int ret = ioctl(vp.cfd, VP_CHECK_EXTENSION, (unsigned long)vfio_need(a, "arg", line));
+	struct json j;
 
-	vp_obj_begin(vp.script, "ext");
-	vp_str("result", vfio_errname(ret < 0 ? errno : 0));
-	vp_u64("value", ret < 0 ? 0 : ret);
-	vp_obj_end();
+	ev_begin(&j, "ext");
+	json_str(&j, "result", vfio_errname(ret < 0 ? errno : 0));
+	json_u64(&j, "value", ret < 0 ? 0 : ret);
+	json_end_line(&j);
 }
 
 static void vfio_op_devdirty(void)
 {
 	struct { uint32_t argsz, flags; uint64_t pad[8]; } d = { 8, 1, { 0 } };
 	int err = vfio_device_open();
+	struct json j;
 
 	if (!err)
 		err = vfio_ioctl(vp.dev_fd, VP_IOMMU_DIRTY_PAGES, &d);
-	vp_obj_begin(vp.script, "devdirty");
-	vp_str("result", vfio_errname(err));
-	vp_obj_end();
+	ev_begin(&j, "devdirty");
+	json_str(&j, "result", vfio_errname(err));
+	json_end_line(&j);
 }
 
 /* where the CPU sees IOVA `iova`: the newest successful map covering it */
@@ -676,12 +666,13 @@ static int vfio_edu_dma(uint64_t src, uint64_t dst, uint64_t len, int to_ram)
 	return 0;
 }
 
-static void vfio_op_dma(const struct vp_action *a, const char *line)
+static void vfio_op_dma(const struct kv *a, const char *line)
 {
 	uint64_t src = vfio_need(a, "src", line), dst = vfio_need(a, "dst", line);
 	uint64_t len = vfio_need(a, "len", line), i;
 	const char *result = "match";
 	uint8_t pattern[VP_DMA_MAX];
+	struct json j;
 	int err;
 
 	/*
@@ -695,9 +686,9 @@ static void vfio_op_dma(const struct vp_action *a, const char *line)
 	if (!err && *(volatile uint32_t *)vp.bar0 != 0x010000ed)
 		err = ENODEV;
 	if (err) {
-		vp_obj_begin(vp.script, "dma");
-		vp_str("result", vfio_errname(err));
-		vp_obj_end();
+		ev_begin(&j, "dma");
+		json_str(&j, "result", vfio_errname(err));
+		json_end_line(&j);
 		return;
 	}
 	/*
@@ -747,9 +738,9 @@ static void vfio_op_dma(const struct vp_action *a, const char *line)
 			}
 		}
 	}
-	vp_obj_begin(vp.script, "dma");
-	vp_str("result", result);
-	vp_obj_end();
+	ev_begin(&j, "dma");
+	json_str(&j, "result", result);
+	json_end_line(&j);
 }
 
 static int vp_mig_region = -1;
@@ -761,6 +752,7 @@ static void vfio_op_migprobe(void)
 	struct { uint32_t argsz, flags; uint64_t mig_flags; } feat;
 	uint64_t buf64[64];
 	int err = vfio_device_open(), ferr = 0;
+	struct json j;
 
 	vp_mig_region = -1;
 	memset(&di, 0, sizeof(di));
@@ -797,20 +789,20 @@ static void vfio_op_migprobe(void)
 	feat.flags = VP_DEVICE_FEATURE_GET | VP_DEVICE_FEATURE_MIGRATION;
 	if (!err)
 		ferr = vfio_ioctl(vp.dev_fd, VP_DEVICE_FEATURE, &feat);
-	vp_obj_begin(vp.script, "migprobe");
-	vp_str("result", vfio_errname(err));
-	vp_str("bdf", vp.bdf);
-	vp_u64("num_regions", di.num_regions);
-	vp_key("v1_region");
-	printf("%d", vp_mig_region);
-	vp_str("v2_feature", vfio_errname(ferr));
-	vp_u64("v2_flags", ferr ? 0 : feat.mig_flags);
-	vp_obj_end();
+	ev_begin(&j, "migprobe");
+	json_str(&j, "result", vfio_errname(err));
+	json_str(&j, "bdf", vp.bdf);
+	json_u64(&j, "num_regions", di.num_regions);
+	json_i64(&j, "v1_region", vp_mig_region);
+	json_str(&j, "v2_feature", vfio_errname(ferr));
+	json_u64(&j, "v2_flags", ferr ? 0 : feat.mig_flags);
+	json_end_line(&j);
 }
 
-static void vfio_op_mig1(const struct vp_action *a, const char *line)
+static void vfio_op_mig1(const struct kv *a, const char *line)
 {
 	uint32_t state = vfio_need(a, "state", line), back = 0;
+	struct json j;
 	int err = 0;
 
 	if (vp_mig_region < 0)
@@ -819,52 +811,28 @@ static void vfio_op_mig1(const struct vp_action *a, const char *line)
 		err = errno;
 	if (vp_mig_region >= 0 && pread(vp.dev_fd, &back, 4, vp_mig_offset) != 4)
 		back = 0xffffffff;
-	vp_obj_begin(vp.script, "mig1");
-	vp_str("result", vfio_errname(err));
-	vp_u64("device_state", back);
-	vp_obj_end();
+	ev_begin(&j, "mig1");
+	json_str(&j, "result", vfio_errname(err));
+	json_u64(&j, "device_state", back);
+	json_end_line(&j);
 }
 
 /* ---------------------------------------------------------------- main loop */
-
-static void vfio_parse_action(char *line, struct vp_action *a, const char *orig)
-{
-	char *save, *tok;
-
-	memset(a, 0, sizeof(*a));
-	tok = strtok_r(line, " \t\n", &save);
-	if (!tok || strlen(tok) >= sizeof(a->op))
-		vfio_bad_input("action name", orig);
-	strcpy(a->op, tok);
-	while ((tok = strtok_r(NULL, " \t\n", &save))) {
-		char *eq = strchr(tok, '='), *end;
-
-		if (!eq || eq - tok >= (long)sizeof(a->key[0]) || a->n >= VP_MAX_KV)
-			vfio_bad_input("key=value", orig);
-		memcpy(a->key[a->n], tok, eq - tok);
-		errno = 0;
-		a->val[a->n] = strtoull(eq + 1, &end, 0);
-		if (errno || *end || end == eq + 1)
-			vfio_bad_input("integer value", orig);
-		a->n++;
-	}
-}
 
 int main(int argc, char **argv)
 {
 	char line[1024], orig[1024];
 	int in_script = 0, setup_failed = 0;
 
+	json_max = VP_EVENT_MAX;
 	vp.group_no = -1;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--group") && i + 1 < argc)
 			vp.group_no = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--bdf") && i + 1 < argc)
 			snprintf(vp.bdf, sizeof(vp.bdf), "%s", argv[++i]);
-		else {
-			fprintf(stderr, "usage: %s [--group N] [--bdf DDDD:BB:DD.F] < script\n", argv[0]);
-			return 2;
-		}
+		else
+			die("usage: %s [--group N] [--bdf DDDD:BB:DD.F] < script", argv[0]);
 	}
 	vfio_find_device();
 	vfio_open_group();
@@ -875,7 +843,8 @@ int main(int argc, char **argv)
 	vp.script = -1;
 
 	while (fgets(line, sizeof(line), stdin)) {
-		struct vp_action a;
+		const char *bad;
+		struct kv a;
 
 		if (!strchr(line, '\n') && !feof(stdin))
 			vfio_bad_input("line too long", line);
@@ -885,6 +854,7 @@ int main(int argc, char **argv)
 			continue;
 		if (line[0] == 'S' && line[1] == ' ') {
 			const char *step = "";
+			struct json j;
 			int iommu, err;
 
 			if (in_script)
@@ -894,12 +864,12 @@ int main(int argc, char **argv)
 			in_script = 1;
 			err = vfio_script_begin(iommu, &step);
 			setup_failed = err != 0;
-			vp_obj_begin(vp.script, "setup");
-			vp_u64("iommu", iommu);
-			vp_str("result", vfio_errname(err));
+			ev_begin(&j, "setup");
+			json_u64(&j, "iommu", iommu);
+			json_str(&j, "result", vfio_errname(err));
 			if (err)
-				vp_str("step", step);
-			vp_obj_end();
+				json_str(&j, "step", step);
+			json_end_line(&j);
 			continue;
 		}
 		if (line[0] == 'E' && (line[1] == '\n' || line[1] == 0)) {
@@ -907,33 +877,35 @@ int main(int argc, char **argv)
 				vfio_bad_input("E outside a script", orig);
 			vfio_script_end();
 			in_script = 0;
-			fflush(stdout);
+			script_done(vp.script);
 			continue;
 		}
 		if (line[0] != 'A' || line[1] != ' ' || !in_script)
 			vfio_bad_input("expected S, A or E", orig);
-		vfio_parse_action(line + 2, &a, orig);
+		bad = kv_parse(line + 2, 1, &a);
+		if (bad)
+			vfio_bad_input(bad, orig);
 		if (setup_failed)
 			continue; /* the setup event already tells why */
-		if (!strcmp(a.op, "info"))
+		if (!strcmp(a.name, "info"))
 			vfio_op_info(&a, orig);
-		else if (!strcmp(a.op, "map"))
+		else if (!strcmp(a.name, "map"))
 			vfio_op_map(&a, orig);
-		else if (!strcmp(a.op, "unmap"))
+		else if (!strcmp(a.name, "unmap"))
 			vfio_op_unmap(&a, orig);
-		else if (!strcmp(a.op, "dirty"))
+		else if (!strcmp(a.name, "dirty"))
 			vfio_op_dirty(&a, orig);
-		else if (!strcmp(a.op, "get"))
+		else if (!strcmp(a.name, "get"))
 			vfio_op_get(&a, orig);
-		else if (!strcmp(a.op, "dma"))
+		else if (!strcmp(a.name, "dma"))
 			vfio_op_dma(&a, orig);
-		else if (!strcmp(a.op, "ext"))
+		else if (!strcmp(a.name, "ext"))
 			vfio_op_ext(&a, orig);
-		else if (!strcmp(a.op, "devdirty"))
+		else if (!strcmp(a.name, "devdirty"))
 			vfio_op_devdirty();
-		else if (!strcmp(a.op, "migprobe"))
+		else if (!strcmp(a.name, "migprobe"))
 			vfio_op_migprobe();
-		else if (!strcmp(a.op, "mig1"))
+		else if (!strcmp(a.name, "mig1"))
 			vfio_op_mig1(&a, orig);
 		else
 			vfio_bad_input("unknown action", orig);

@@ -1,18 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * kvmconf VFIO payload: private copies of the type1 uapi (as in Linux 6.1
- * include/uapi/linux/vfio.h) and a tiny JSON-line writer.
- *
- * Self-contained on purpose: the payload must not depend on guests/lib (the
- * build links every C file of guests/lib into every payload), so everything here is
- * `static` or carries a `vfio_`/`VP_` prefix to avoid symbol clashes, and we do
- * not include <linux/vfio.h> (its v1 migration names changed across releases).
+ * include/uapi/linux/vfio.h).  We do not include <linux/vfio.h>: its v1
+ * migration names changed across releases.  Names carry a `vp_`/`VP_` prefix.
  */
 #ifndef KVMCONF_VFIO_PAYLOAD_H
 #define KVMCONF_VFIO_PAYLOAD_H
 
 #include <stdint.h>
-#include <stdio.h>
 #include <sys/ioctl.h>
 
 /* ---- uapi (include/uapi/linux/vfio.h, 6.1) ---- */
@@ -126,48 +121,5 @@ struct vp_region_cap_type {
 	uint32_t type;
 	uint32_t subtype;
 };
-
-/* ---- JSON-line writer: one object per line on stdout ---- */
-static void vp_obj_begin(long script, const char *op)
-{
-	printf("{\"script\":%ld,\"op\":\"%s\"", script, op);
-}
-
-static void vp_key(const char *k)
-{
-	printf(",\"%s\":", k);
-}
-
-static void vp_u64(const char *k, uint64_t v)
-{
-	vp_key(k);
-	printf("%llu", (unsigned long long)v);
-}
-
-static void vp_str(const char *k, const char *s)
-{
-	vp_key(k);
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			putchar('\\');
-		if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
-static void vp_bool(const char *k, int v)
-{
-	vp_key(k);
-	fputs(v ? "true" : "false", stdout);
-}
-
-static void vp_obj_end(void)
-{
-	fputs("}\n", stdout);
-}
 
 #endif

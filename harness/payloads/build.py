@@ -1,24 +1,29 @@
-"""Build guests/<name>/ into a static binary and check its ELF.
+"""Build a payload folder into a static binary and check its ELF.
 
-Every payload links guests/lib (the mini VMM library). The build is cached by
-the hash of its sources and the compiler version; a payload whose build or ELF
-checks fail is recorded as an error for its feature only (its cases ERROR).
+guests/lib (the mini VMM library) is compiled once into libkvmconf.a, cached
+by the hash of its sources and headers, the compiler and CFLAGS; every payload
+links its own sources against it, so a payload gets only the lib objects it
+uses. Both builds are cached under the payload cache; a payload whose build or
+ELF checks fail is recorded as an error for its feature only (its cases ERROR).
 """
 from __future__ import annotations
 
 import hashlib
-import importlib
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
+from harness import features
 from harness.cache import atomic_write_bytes, cache_root, locked
 from harness.errors import HarnessError
 
 GUESTS = Path(__file__).resolve().parents[2] / "guests"
-CFLAGS = ["-static", "-O2", "-g", "-Wall", "-Werror", "-std=gnu11"]
+LIB = GUESTS / "lib"
+CFLAGS = ["-O2", "-g", "-Wall", "-Werror", "-std=gnu11"]
+LDFLAGS = ["-static"]
 
 
 @dataclass
@@ -28,15 +33,13 @@ class Payload:
     symbols: dict[str, int]
 
 
-def sources(name: str) -> list[Path]:
-    folder = GUESTS / name
-    if not folder.is_dir():
-        raise HarnessError(f"payload {name}: no folder {folder}")
-    own = sorted(p for p in folder.iterdir() if p.suffix in (".c", ".S"))
-    lib = sorted(p for p in (GUESTS / "lib").glob("*") if p.suffix in (".c", ".S"))
-    if not own:
-        raise HarnessError(f"payload {name}: no .c or .S sources in {folder}")
-    return own + lib
+def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in suffixes)
+
+
+def sources(folder: Path) -> list[Path]:
+    """The .c and .S files of a payload folder (its own; the lib is linked)."""
+    return _files(folder, (".c", ".S"))
 
 
 def _compiler_version() -> str:
@@ -47,32 +50,65 @@ def _compiler_version() -> str:
         raise HarnessError("gcc not found: payloads need gcc and libc6-dev") from None
 
 
-def build(name: str) -> Payload:
-    srcs = sources(name)
-    digest = hashlib.sha256(_compiler_version().encode() + " ".join(CFLAGS).encode())
-    headers = sorted((GUESTS / name).glob("*.h")) + sorted((GUESTS / "lib").glob("*.h"))
-    for path in srcs + headers:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    target = cache_root() / "payloads" / f"{name}-{digest.hexdigest()[:16]}"
+def _digest(files: list[Path], *extra: str) -> str:
+    digest = hashlib.sha256("\0".join((_compiler_version(), *CFLAGS, *LDFLAGS, *extra)).encode())
+    for path in files:
+        digest.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _run(what: str, argv: list[str], cwd: Path | None = None) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise HarnessError(f"{what}: {argv[0]} failed: {tail[0]}")
+
+
+def build_lib() -> Path:
+    """guests/lib as libkvmconf.a (compiled once per lib content and toolchain)."""
+    srcs = sources(LIB)
+    target = cache_root() / "payloads" / f"lib-{_digest(srcs + _files(LIB, ('.h',)))}" / "libkvmconf.a"
     with locked(target):
         if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            argv = ["gcc", *CFLAGS, f"-I{GUESTS / 'lib'}", f"-I{GUESTS / name}", "-o", str(tmp),
-                    *map(str, srcs)]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-            if done.returncode != 0:
-                tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
-                raise HarnessError(f"payload {name}: gcc failed: {tail[0]}")
-            atomic_write_bytes(target, tmp.read_bytes(), 0o755)
-            tmp.unlink()
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.") as tmp:
+                objs = []
+                for src in srcs:
+                    obj = Path(tmp) / f"{src.name}.o"
+                    _run("payload lib", ["gcc", *CFLAGS, f"-I{LIB}", "-c", "-o", str(obj), str(src)])
+                    objs.append(str(obj))
+                _run("payload lib", ["ar", "rcs", str(Path(tmp) / "libkvmconf.a"), *objs])
+                atomic_write_bytes(target, (Path(tmp) / "libkvmconf.a").read_bytes())
+    return target
+
+
+def build(name: str, folder: Path | str | None = None) -> Payload:
+    """Build payload `name` from `folder` (default guests/<name>) against guests/lib."""
+    folder = Path(folder) if folder is not None else GUESTS / name
+    if not folder.is_dir():
+        raise HarnessError(f"payload {name}: no folder {folder}")
+    srcs = sources(folder)
+    if not srcs:
+        raise HarnessError(f"payload {name}: no .c or .S sources in {folder}")
+    lib = build_lib()
+    digest = _digest(srcs + _files(folder, (".h",)), lib.parent.name)
+    target = cache_root() / "payloads" / f"{name}-{digest}"
+    with locked(target):
+        if not target.exists():
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.") as tmp:
+                out = Path(tmp) / name
+                _run(f"payload {name}", ["gcc", *CFLAGS, *LDFLAGS, f"-I{LIB}", f"-I{folder}",
+                                         "-o", str(out), *map(str, srcs),
+                                         f"-L{lib.parent}", "-lkvmconf"])
+                atomic_write_bytes(target, out.read_bytes(), 0o755)
     return Payload(name, target, check(name, target))
 
 
 def check(name: str, path: Path) -> dict[str, int]:
     """Generic ELF checks (static x86-64 executable), then the feature's own, if any.
 
-    A feature module harness/payloads/<name>.py may define
-    `elf_checks(elf: ELFFile, symbols: dict[str, int]) -> list[str]`, the problems found.
+    A registered feature's codec module may define
+    `elf_checks(elf: ELFFile, symbols: dict[str, int]) -> list[str]`, the problems
+    found; a payload without a feature row (probe) gets the generic checks only.
     """
     with open(path, "rb") as f:
         elf = ELFFile(f)
@@ -83,13 +119,10 @@ def check(name: str, path: Path) -> dict[str, int]:
             raise HarnessError(f"payload {name}: dynamically linked; the guest has no libraries")
         symtab = elf.get_section_by_name(".symtab")
         symbols = {s.name: s["st_value"] for s in symtab.iter_symbols() if s.name} if symtab else {}
-        try:
-            feature = importlib.import_module(f"harness.payloads.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"harness.payloads.{name}":
-                raise
-            feature = None
-        found = feature.elf_checks(elf, symbols) if hasattr(feature, "elf_checks") else []
+        elf_checks = None
+        if name in features.names():
+            elf_checks = getattr(features.get(name).codec_module, "elf_checks", None)
+        found = elf_checks(elf, symbols) if elf_checks else []
         if found:
             raise HarnessError(f"payload {name}: ELF check failed: {'; '.join(found)}")
     return symbols
