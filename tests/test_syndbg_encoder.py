@@ -6,13 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from harness import features
 from harness.errors import HarnessError
+from harness.payloads import build
 from harness.payloads import syndbg as pl
 from harness.reference import syndbg as m
 
@@ -59,39 +60,37 @@ def test_decode_splits_by_script_and_is_strict():
 
 
 @pytest.fixture(scope="module")
-def built_payload(tmp_path_factory):
+def built_payload():
+    """The syndbg payload as `kvmconf run` builds it (guests/lib linked as libkvmconf.a)."""
     if not shutil.which("gcc"):
         pytest.skip("gcc missing: PATH has no gcc")
-    out = tmp_path_factory.mktemp("syndbg") / "syndbg"
-    srcs = sorted(map(str, (ROOT / "guests/syndbg").glob("*.[cS]"))) + \
-        sorted(map(str, (ROOT / "guests/lib").glob("*.[cS]")))
-    subprocess.run(["gcc", "-static", "-O2", "-g", "-Wall", "-Werror", "-std=gnu11",
-                    f"-I{ROOT / 'guests/lib'}", "-o", str(out), *srcs], check=True, timeout=300)
-    return out
+    return build.build("syndbg")
 
 
 def test_elf_checks_pass_on_the_real_payload(built_payload):
-    symbols = pl.check_file(built_payload)
+    symbols = build.check("syndbg", built_payload.path)
+    assert symbols == built_payload.symbols
     for name in pl.SITES:
         assert symbols["__start_guest_text"] <= symbols[name] < symbols["__stop_guest_text"]
+    assert pl.elf_checks.__module__ == features.get("syndbg").codec_module.__name__
 
 
 def test_elf_checks_catch_a_wrong_instruction(built_payload, tmp_path):
+    """A byte-patched copy fails on the plug-in path: build.check -> the row's codec elf_checks."""
     from elftools.elf.elffile import ELFFile
-    with open(built_payload, "rb") as f:
-        elf = ELFFile(f)
-        symtab = elf.get_section_by_name(".symtab")
-        addr = next(s["st_value"] for s in symtab.iter_symbols() if s.name == "syndbg_vmmcall_64")
-        sec = next(s for s in elf.iter_sections()
+    addr = built_payload.symbols["syndbg_vmmcall_64"]
+    with open(built_payload.path, "rb") as f:
+        sec = next(s for s in ELFFile(f).iter_sections()
                    if s["sh_addr"] <= addr < s["sh_addr"] + s["sh_size"] and s["sh_type"] == "SHT_PROGBITS")
         offset = sec["sh_offset"] + addr - sec["sh_addr"]
-    data = bytearray(built_payload.read_bytes())
+    data = bytearray(built_payload.path.read_bytes())
     assert data[offset:offset + 3] == pl.VMMCALL
     data[offset:offset + 3] = pl.VMCALL
     broken = tmp_path / "broken"
     broken.write_bytes(data)
-    with pytest.raises(HarnessError, match="syndbg_vmmcall_64 .* holds 0f01c1, expected 0f01d9"):
-        pl.check_file(broken)
+    with pytest.raises(HarnessError, match=r"^payload syndbg: ELF check failed: syndbg_vmmcall_64 at "
+                                           r"0x[0-9a-f]+ holds 0f01c1, expected 0f01d9$"):
+        build.check("syndbg", broken)
 
 
 def test_generator_covers_every_kind_and_configuration():
