@@ -2,7 +2,7 @@
 # Run one feature's suite on linux-source-6.1 with each hand-written mutant of
 # ci/mutants/<feature>/ (or the patches named) applied, after the unmutated
 # kernel has passed the same run. This is `kvmconf mutate --hand-written-only`
-# (through `python -m harness.mutate`, which takes --patch), so the definition
+# (through `kvmconf mutate --patch`), so the definition
 # of killed is the campaign's one (harness/mutate/campaign.py: verdict()): a
 # mutant is KILLED by a case that FAILs on it and not on the unmutated kernel;
 # a patch whose header says "matches_profile NAME" is killed only when the
@@ -32,4 +32,4 @@ OUT=${OUT:-results/mutants-$FEATURE}
 SEED=${SEED:-1}
 args=(--features "$FEATURE" --hand-written-only --source "$SOURCE" --seed "$SEED" --output "$OUT")
 for patch in "${patches[@]}"; do args+=(--patch "$patch"); done
-exec "$PYTHON" -m harness.mutate "${args[@]}"
+exec "$PYTHON" -m harness.cli mutate "${args[@]}"

@@ -11,7 +11,7 @@ import sys
 from harness.commands.common import err
 from harness.commands.kernel import add_build_options, cmd_kernel_build
 from harness.commands.list import cmd_list
-from harness.commands.mutate import cmd_mutate
+from harness.commands.mutate import add_mutate_options, cmd_mutate
 from harness.commands.probe import cmd_bench, cmd_probe
 from harness.commands.run import add_run_options, cmd_run
 from harness.commands.series import cmd_bisect, cmd_compare, cmd_series_show
@@ -54,12 +54,7 @@ def parser() -> argparse.ArgumentParser:
     bis.add_argument("--output", help="folder for the probe runs (default: results/bisect-<time>)")
     bis.set_defaults(func=cmd_bisect)
     mut = sub.add_parser("mutate", help="mutation score of the suite over kernel mutants")
-    mut.add_argument("--features", help="comma list (default: syndbg,vfio)")
-    mut.add_argument("--source", help="kernel source (default: linux-source-6.1)")
-    mut.add_argument("--limit", type=int, help="sample this many generated mutants per feature")
-    mut.add_argument("--seed", type=int, default=0, help="sampling and run seed (default 0)")
-    mut.add_argument("--hand-written-only", action="store_true", help="only ci/mutants/<feature>/*.patch")
-    mut.add_argument("--output", help="campaign folder (default: results/mutate-<time>)")
+    add_mutate_options(mut)
     mut.set_defaults(func=cmd_mutate)
     for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
                                  ("bench", cmd_bench, "measure boot-to-SSH-ready time")):

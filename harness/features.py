@@ -21,7 +21,7 @@ import importlib
 import importlib.util
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Callable

@@ -183,7 +183,7 @@ def test_a_base_that_broke_is_red_too(tmp_path):
 
 
 def test_kvmconf_mutate_says_the_base_is_red_in_one_line_and_exits_2(tmp_path, monkeypatch):
-    import harness.mutate.__main__ as entry
+    import harness.cli as entry
     runs = FakeRuns({"base": (1, {"cases": [case("syndbg/b", "FAIL", "rax expected 0x0, observed 0x2")]})})
     monkeypatch.setattr(campaign, "run_kvmconf", runs)
     monkeypatch.setattr(campaign, "_build", lambda *a: pytest.fail("a mutant was built"))
@@ -191,7 +191,7 @@ def test_kvmconf_mutate_says_the_base_is_red_in_one_line_and_exits_2(tmp_path, m
     monkeypatch.setattr(entry, "err", Console(file=stderr, width=400))
     import harness.commands.mutate as command
     monkeypatch.setattr(command, "err", Console(file=io.StringIO()))
-    code = entry.main(["--features", "syndbg", "--hand-written-only", "--output", str(tmp_path / "m"),
+    code = entry.main(["mutate", "--features", "syndbg", "--hand-written-only", "--output", str(tmp_path / "m"),
                        "--patch", str(REPO / "ci/mutants/syndbg/hcall-result-lost.patch")])
     assert code == 2
     assert stderr.getvalue().splitlines() == [
@@ -257,7 +257,7 @@ def test_mutants_sh_calls_the_campaign_with_its_usage(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1      # the campaign's exit code, passed through
     assert (tmp_path / "args").read_text().splitlines() == [
-        "-m", "harness.mutate", "--features", "syndbg", "--hand-written-only",
+        "-m", "harness.cli", "mutate", "--features", "syndbg", "--hand-written-only",
         "--source", "/usr/src/linux-source-6.1.tar.xz", "--seed", "5", "--output", "results/x",
         "--patch", str(tmp_path / "a.patch")]
     bad = subprocess.run(["bash", str(REPO / "ci/mutants.sh")], env=env, capture_output=True, text=True,

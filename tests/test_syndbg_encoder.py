@@ -1,13 +1,10 @@
-"""Unit tests of the syndbg payload's Python side (encoder, decoder, ELF checks),
-the op-script generator and the shrinking loop; no guest (the "guest" below
-answers with a deliberately broken copy of the model)."""
+"""Unit tests of the syndbg codec (encoder, decoder, locate, ELF checks on the
+payload build's plug-in path) and of its op-script strategy; no guest (the shared
+driver's random/shrink loop is tested in tests/test_driver.py)."""
 from __future__ import annotations
 
-import importlib.util
-import json
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +14,6 @@ from harness.payloads import build
 from harness.payloads import syndbg as pl
 from harness.reference import syndbg as m
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load(path, name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_encode_format():
@@ -51,10 +40,15 @@ def test_encode_rejects_out_of_range():
 
 
 def test_decode_splits_by_script_and_is_strict():
-    out = b'{"script":1,"op":"setup","ok":true}\n{"script":0,"op":"setup","ok":true}\n\n'
+    done = b'{"script":0,"op":"done"}\n{"script":1,"op":"done"}\n'
+    out = b'{"script":1,"op":"setup","ok":true}\n{"script":0,"op":"setup","ok":true}\n\n' + done
     assert pl.decode(out, 2) == [[{"op": "setup", "ok": True}], [{"op": "setup", "ok": True}]]
+    assert pl.decode(b'{"script":7,"op":"setup","ok":true}\n{"script":7,"op":"done"}\n', 1, first=7) == \
+        [[{"op": "setup", "ok": True}]]
     for bad in (b"not json\n", b'{"script":5,"op":"x"}\n', b'[1,2]\n',
-                b'{"error":"event larger than 8192 bytes"}\n', b'{"op":"setup"}\n'):
+                b'{"error":"event larger than 8192 bytes"}\n', b'{"op":"setup"}\n',
+                b'{"script":0,"op":"setup","ok":true}\n{"script":1,"op":"done"}\n',       # 0 unfinished
+                done + b'{"script":0,"op":"setup","ok":true}\n'):                           # after its end
         with pytest.raises(HarnessError):
             pl.decode(bad, 2)
 
@@ -94,13 +88,17 @@ def test_elf_checks_catch_a_wrong_instruction(built_payload, tmp_path):
 
 
 def test_generator_covers_every_kind_and_configuration():
-    gen = load("testcases/syndbg/syndbg_gen.py", "t_gen")
-    tst = load("testcases/syndbg/test_syndbg.py", "t_suite")
-    scripts = tst.generate(3, 300, "amd")
+    from harness import features
+    from harness.driver import Suite
+    from tests.standin import Kernel, StandinGuest
+    gen = features.get("syndbg").strategy_module
+    probe = {"vendor": "amd", "smt_control": "notsupported", "caps": {}}
+    suite = Suite(features.get("syndbg"), StandinGuest(None, probe), "mainline", Kernel())
+    scripts = suite.generate(3, 300)
     assert len(scripts) >= 250
     assert all(5 <= len(s["actions"]) <= 30 for s in scripts)
-    kinds = Counter(a["op"] for s in scripts for a in s["actions"])
-    assert set(kinds) == set(m.ACTION_KINDS)
+    kinds = Counter(gen.kind(a) for s in scripts for a in s["actions"])
+    assert set(kinds) == set(m.ACTION_KINDS) == set(gen.KINDS)
     configs = Counter((v["hv"], v["sd"], v["dm"], v["dbg"], v["hc"], v["enforce"])
                       for s in scripts for v in s["vcpus"])
     assert {c[1] for c in configs} == {"set", "zero", "absent"}
@@ -112,73 +110,13 @@ def test_generator_covers_every_kind_and_configuration():
     for s in scripts:
         m.predict(s)
         pl.encode([s])
-    assert tst.generate(3, 50, "amd") == tst.generate(3, 50, "amd")   # seeded
+    assert suite.generate(3, 50) == suite.generate(3, 50)   # seeded
     assert gen.OSID == 0x1000101010001
 
 
-class _Result:
-    def __init__(self, rc, stdout, stderr=b""):
-        self.rc, self.stdout, self.stderr = rc, stdout, stderr
+def test_locate_names_the_op_script_step():
+    s = pl.normalise({"actions": [{"op": "nop"}, {"op": "rdmsr", "msr": m.MSR_STATUS}]})
+    assert pl.locate(s, 3, {"op": "rdmsr", "step": 1}) == (1, "vcpu0 rdmsr 0x400000f2")
+    assert pl.locate(s, 0, {"op": "setup", "ok": True}) == (0, "setup")
 
 
-class MutantGuest:
-    """Answers like a kernel whose guest STATUS writes exit (a syndbg mutant)."""
-
-    def __init__(self):
-        self.calls = 0
-        self.by_text: dict[str, dict] = {}
-
-    def payload(self, feature):
-        return f"/opt/kvmconf/bin/{feature}"
-
-    def run(self, argv, stdin=b"", timeout=60.0):
-        self.calls += 1
-        out = []
-        blocks = stdin.decode().split("script ")[1:]
-        for i, block in enumerate(blocks):
-            script = self.by_text[block.split("\n", 1)[1]]
-            for event in mutant_predict(script):
-                out.append(json.dumps({"script": i, **event}))
-        return _Result(0, "\n".join(out).encode())
-
-
-def mutant_predict(script):
-    orig = m._Model.hv_set_msr
-
-    def broken(self, v, msr, value, host):
-        r, ex = orig(self, v, msr, value, host)
-        if r == 0 and ex is None and not host and msr == m.MSR_STATUS:
-            ex = self._syndbg_exit(msr, 2)
-        return r, ex
-
-    m._Model.hv_set_msr = broken
-    try:
-        return m.predict(script)
-    finally:
-        m._Model.hv_set_msr = orig
-
-
-def test_random_batch_finds_and_shrinks_a_mutant(monkeypatch):
-    tst = load("testcases/syndbg/test_syndbg.py", "t_suite2")
-    guest = MutantGuest()
-    real_encode = pl.encode
-
-    def encode(scripts):    # let the fake guest map its stdin back to scripts
-        for s in scripts:
-            guest.by_text[pl.encode_one(0, s).split("\n", 1)[1]] = s
-        return real_encode(scripts)
-
-    monkeypatch.setattr(tst.payload, "encode", encode)
-    scripts = tst.generate(7, 300, "amd")
-    observed, diverged = {}, []
-    for i, trace in enumerate(tst.run_scripts(guest, scripts)):
-        observed[json.dumps(scripts[i], sort_keys=True)] = trace
-        if tst.divergence(scripts[i], trace, "mainline"):
-            diverged.append(i)
-    assert diverged, "the mutant went unnoticed by 300 random op-scripts"
-    script, found = tst.shrink(guest, 7, 300, "amd", "mainline", observed)
-    assert len(script["actions"]) <= len(scripts[diverged[0]]["actions"])
-    assert found.field == "exits.length" and found.expected == 0 and found.observed == 1
-    assert "wrmsr 0x400000f2" in found.action
-    # the shrunk script alone reproduces the divergence
-    assert tst.divergence(script, mutant_predict(script), "mainline").as_record() == found.as_record()

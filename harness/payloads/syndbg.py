@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from elftools.elf.elffile import ELFFile
 
-from harness.errors import HarnessError
 from harness.payloads.trace import split_traces
 from harness.reference import syndbg as model
 

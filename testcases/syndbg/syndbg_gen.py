@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from harness.reference.syndbg import ACTION_KINDS as KINDS
+from harness.reference.syndbg import ACTION_KINDS
+
+KINDS = ACTION_KINDS   # every kind the random scripts must draw
 
 
 def kind(action: dict) -> str:
