@@ -33,11 +33,13 @@ def test_ssh(guest, tmp_path):
 
 
 def test_qmp_status(guest):
+    """QMP answers on the run's private unix socket and the machine is running."""
     status = guest.machine.qmp("query-status")
     assert status["status"] == "running" and status["running"] is True
 
 
 def test_kernel_version(guest, kvmconf_ctx):
+    """The guest runs the kernel under test (uname -r is the version kvmconf resolved)."""
     assert guest.run(["uname", "-r"]).text.strip() == kvmconf_ctx.kernel.version
 
 
