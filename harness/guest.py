@@ -11,6 +11,10 @@ from harness.probe import guest_capabilities
 from harness.remote import Remote, Result
 from harness.remote.keys import RunKeys
 
+# Checks (5 s apart) a payload must be in state D at, in a row, to count as stuck: a
+# VM teardown waits in D for KVM's kthreads (kthread_stop in kvm_destroy_vm), which
+# under TCG on a loaded host was seen to take over 10 s; a lock never released stays.
+STUCK_CHECKS = 6
 # The states (field 3 of /proc/PID/stat) of the processes named $1.
 STATE_OF_COMM = 'for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null && case "$l" in *" ($1) "*) ' \
                 'echo "${l#*) }" | cut -d" " -f1;; esac; done; true'
@@ -70,7 +74,7 @@ class Guest:
 
     def _stuck_watch(self, comm: str):
         """A watch that fails the command when the payload sits in uninterruptible
-        sleep (D) at two checks in a row: the kernel under test is stuck (a lock
+        sleep (D) at STUCK_CHECKS checks in a row: the kernel under test is stuck (a lock
         never released, a lost wakeup). The blocked tasks' stacks go to the serial
         log (sysrq w) and the guest is replaced before the next case."""
         seen = {"blocked": 0}
@@ -78,7 +82,7 @@ class Guest:
         def watch() -> None:
             states = self.remote.run(["sh", "-c", STATE_OF_COMM, "state", comm], timeout=10).text.split()
             seen["blocked"] = seen["blocked"] + 1 if "D" in states else 0
-            if seen["blocked"] < 2:
+            if seen["blocked"] < STUCK_CHECKS:
                 return
             # sysrq w prints the blocked tasks' stacks at KERN_INFO: into the kernel
             # log, not onto the console, so they are fetched from dmesg.
@@ -89,7 +93,7 @@ class Guest:
                 evidence.write_text(log[log.rfind("Show Blocked State"):] if "Show Blocked State" in log
                                     else "no sysrq in this kernel; dmesg tail:\n" + log[-4000:])
             self.poisoned = f"{comm} stuck in the kernel"
-            raise KernelFailure(f"{comm} blocked in the kernel (state D) for over {2 * 5} s: a deadlock "
+            raise KernelFailure(f"{comm} blocked in the kernel (state D) for over {STUCK_CHECKS * 5} s: a deadlock "
                                 f"or a lost wakeup in the kernel under test (stacks: {evidence.name})")
         return watch
 

@@ -147,15 +147,15 @@ def test_case_that_matches_nothing(tmp_path):
     assert _one_line_error(done) == "kvmconf: --case smoke/no-such-case: matches no case of the suite"
 
 
-def test_stuck_watch_fails_after_two_blocked_checks_and_poisons_the_guest(tmp_path):
+def test_stuck_watch_fails_after_blocked_checks_in_a_row_and_poisons_the_guest(tmp_path):
     """Unit test of the D-state watch with a stand-in remote (no guest)."""
     from types import SimpleNamespace
 
     from harness.errors import KernelFailure
-    from harness.guest import Guest
+    from harness.guest import STUCK_CHECKS, Guest
     from harness.remote import Result
 
-    answers = iter([b"S\n", b"D\n", b"S\n", b"D\n", b"D\n"])
+    answers = iter([b"S\n", b"D\n", b"S\n"] + [b"D\n"] * STUCK_CHECKS)
     calls = []
 
     def run(argv, stdin=b"", timeout=60.0, watch=None):
@@ -167,7 +167,7 @@ def test_stuck_watch_fails_after_two_blocked_checks_and_poisons_the_guest(tmp_pa
     machine = SimpleNamespace(logdir=tmp_path, running=True, name="all")
     guest = Guest(machine, SimpleNamespace(run=run, connected=True), {})
     watch = guest._stuck_watch("syndbg")
-    for _ in range(4):  # S, D, S, D: never two in a row
+    for _ in range(2 + STUCK_CHECKS):  # S, D, S, then D one check short
         watch()
     with pytest.raises(KernelFailure, match=r"syndbg blocked in the kernel .*stacks: all.blocked-tasks.txt"):
         watch()
