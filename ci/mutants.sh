@@ -5,7 +5,7 @@
 # (through `kvmconf mutate --patch`), so the definition
 # of killed is the campaign's one (harness/mutate/campaign.py: verdict()): a
 # mutant is KILLED by a case that FAILs on it and not on the unmutated kernel;
-# a patch whose header says "matches_profile NAME" is killed only when the
+# a patch whose header says "profile_verdict NAME" is killed only when the
 # run's profile_verdict for the feature is NAME (e.g. v7 for syndbg, fixed for
 # vfio). Each mutant runs once.
 #

@@ -27,9 +27,12 @@ def test_syndbg_suite_passes_on_debian_kernel(tmp_path, debian_kernel):
                                                      if c["status"] != "PASS"]
     (random,) = [r for r in record["random"] if r["feature"] == "syndbg"]
     assert random["scripts"] >= 200 and random["diverged"] == 0 and all(random["action_kinds"].values())
+    assert record["profile_verdict"] == {"syndbg": "mainline"}
 
 
-def test_v7_like_mutant_fails_names_v7_and_replays(tmp_path):
+def test_v7_like_mutant_fails_shows_v7_evidence_and_replays(tmp_path):
+    """The mutant has one of v7's rules: some traces match v7 whole, others match no
+    profile, so the run's profile verdict is null (the truth), not v7."""
     patch = REPO / "ci/mutants/syndbg/v7-inactive-ignored.patch"
     out = tmp_path / "mutant"
     done = kvmconf("run", "--source", str(build.DEFAULT_SOURCE), "--patch", str(patch), "--features", "syndbg",
@@ -42,6 +45,8 @@ def test_v7_like_mutant_fails_names_v7_and_replays(tmp_path):
         d = case["divergence"]
         assert d["step"] is not None and d["action"] and d["field"] and d["expected"] != d["observed"]
     v7 = next(c for c in failed if c["divergence"]["matches_profile"] == "v7")
+    assert any(c["divergence"]["matches_profile"] is None for c in failed)
+    assert record["profile_verdict"] == {"syndbg": None}
     # The reproduction line replays the case on the same kernel and gives the same divergence.
     words = shlex.split(v7["reproduce"])
     assert words[:2] == ["kvmconf", "run"] and "--case" in words

@@ -30,6 +30,7 @@ def test_vfio_suite_passes_on_debian_kernel_and_reports_the_stale_bits_finding(t
     finding = next(f for f in record["findings"] if f["id"] == STALE)
     assert finding["cases"] and all(k in finding for k in ("intended", "observed", "mechanism"))
     assert "update_user_bitmap" in finding["mechanism"]
+    assert record["profile_verdict"] == {"vfio": "6.1"}
 
 
 def test_kernel_that_fixes_the_stale_bits_matches_the_fixed_profile(tmp_path):
@@ -43,6 +44,8 @@ def test_kernel_that_fixes_the_stale_bits_matches_the_fixed_profile(tmp_path):
     diverged = [c["divergence"] for c in record["cases"] if c["status"] == "FAIL" and c["divergence"]]
     assert diverged and all(d["matches_profile"] == "fixed" for d in diverged), diverged
     assert not any(f["id"] == STALE for f in record["findings"])
+    assert record["profile_verdict"] == {"vfio": "fixed"}     # fixed explains every case
     # Told to expect the fixed behaviour, the same kernel passes.
     done = kvmconf("run", *common, "--profile", "vfio=fixed", "--output", str(tmp_path / "b"), timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert load_run(tmp_path / "b")["profile_verdict"] == {"vfio": "fixed"}

@@ -8,7 +8,7 @@ case. Then every mutant is built and run once, and `verdict()` (the one
 definition of killed, also used by ci/mutants.sh) compares its run with the base:
 
 - KILLED: some case FAILs that does not FAIL on the base kernel (the killers),
-  and, when the patch header says `matches_profile NAME`, run.json's
+  and, when the patch header says `profile_verdict NAME`, run.json's
   `profile_verdict[feature]` is NAME;
 - WRONG-PROFILE: killed by a new FAIL, but the run's profile verdict is not the
   profile the patch names (not killed);
@@ -37,7 +37,7 @@ from harness.errors import HarnessError, UsageError
 STATUSES = ("KILLED", "SURVIVED", "WRONG-PROFILE", "DROPPED", "ERROR")
 NOT_KILLED = ("SURVIVED", "WRONG-PROFILE")
 RUN_TIMEOUT_S = 3600
-_PROFILE = re.compile(r"\bmatches_profile\s+([A-Za-z0-9_.-]+)")
+_PROFILE = re.compile(r"\bprofile_verdict\s+([A-Za-z0-9_.-]+)")
 
 # runner(argv) -> (exit code, last line of stderr): one `kvmconf run`
 Runner = Callable[[list[str]], "tuple[int, str]"]
@@ -54,7 +54,7 @@ class MutantSpec:
     patch: Path
     origin: str            # "generated" | "hand-written"
     description: str
-    expect_profile: str | None = None   # the patch header's `matches_profile NAME`
+    expect_profile: str | None = None   # the patch header's `profile_verdict NAME`
 
 
 @dataclass
@@ -135,7 +135,7 @@ def verdict(base_cases, mutant_run: dict | None, exit_code: int, expect_profile:
 
 
 def expected_profile(patch: Path) -> str | None:
-    """The profile a hand-written mutant's header names (`matches_profile NAME`), if any."""
+    """The profile a hand-written mutant's header names (`profile_verdict NAME`), if any."""
     header = []
     for line in patch.read_text(errors="replace").splitlines():
         if line.startswith(("--- a/", "--- /dev/null", "diff --git ")):
@@ -311,7 +311,7 @@ def hand_written(feature: str, patches: list[Path]) -> list[MutantSpec]:
         if profile is not None:
             known = registry.get(feature).profiles
             if known and profile not in known:
-                raise UsageError(f"{patch}: header names matches_profile {profile!r}, not a {feature} "
+                raise UsageError(f"{patch}: header names profile_verdict {profile!r}, not a {feature} "
                                  f"profile (known: {', '.join(known)})")
         specs.append(MutantSpec(f"{feature}-hand-{patch.stem}", feature, patch, "hand-written", patch.stem,
                                 profile))
