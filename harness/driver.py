@@ -30,6 +30,7 @@ from harness.compare import Divergence, first_divergence
 from harness.errors import HarnessError, KernelFailure
 from harness.features import Feature, Requirement, kernel_version
 from harness.payloads import trace
+from harness.reference import rules
 
 
 class CapabilityMissing(KernelFailure):
@@ -177,6 +178,16 @@ class Suite:
         return Divergence(step, found.action, found.field, found.expected, found.observed,
                           matches_profile=others[0] if others else None, detail="\n".join(detail))
 
+    def rules_reached(self, script: dict) -> set[str]:
+        """The model rules the expected profile's prediction of `script` reaches."""
+        with rules.reached() as seen:
+            self.model.predict(script, self.profile)
+        return seen
+
+    def record_coverage(self, recorder, kind: str, reached: set[str]) -> None:
+        recorder.add_coverage(self.feature.name, kind, reached, rules.declared(self.model),
+                              rules.unreachable(self.model))
+
     def findings(self, script: dict, observed: list[dict]) -> list[dict]:
         hook = getattr(self.model, "findings", None)
         return hook(script, observed) if hook else []
@@ -195,6 +206,7 @@ class Suite:
     def named(self, case: dict, recorder) -> None:
         script = self.prepare(case["script"])
         self.require(script)
+        self.record_coverage(recorder, "named", self.rules_reached(script))
         observed = self.run([script])[0]
         self.check(script, observed, recorder, f"rationale: {case['rationale']}")
 
@@ -241,6 +253,7 @@ class Suite:
         kinds.update(strategy.kind(a) for s in scripts for a in s["actions"])
         explained_all = set(self.model.PROFILES)
         diverged = []
+        self.record_coverage(recorder, "random", set().union(*map(self.rules_reached, scripts)))
         for i, (script, observed) in enumerate(zip(scripts, traces)):
             explained = self.explained_by(script, observed)
             explained_all &= set(explained)

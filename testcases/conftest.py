@@ -67,6 +67,9 @@ class CaseRecorder:
     def annotate(self, **fields):
         self._record.annotate(self.case_id, **fields)
 
+    def add_coverage(self, feature, kind, reached, declared, unreachable):
+        self._record.add_coverage(feature, kind, reached, declared, unreachable)
+
     def explained(self, profiles: list[str]):
         """The model profiles whose predictions equal everything this case observed."""
         self._record.annotate(self.case_id, explained_by=list(profiles))

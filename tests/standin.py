@@ -97,6 +97,7 @@ class Recorder:
 
     def __init__(self):
         self.fields, self.findings, self.random, self.profiles = {}, [], [], None
+        self.coverage: dict[str, set] = {}
 
     def annotate(self, **fields):
         self.fields.update(fields)
@@ -109,6 +110,9 @@ class Recorder:
 
     def add_random(self, *args):
         self.random.append(args)
+
+    def add_coverage(self, feature, kind, reached, declared, unreachable):
+        self.coverage.setdefault(kind, set()).update(reached)
 
 
 REPORTS: list[str] = []   # kernel report lines the next after_case() returns

@@ -165,6 +165,11 @@ def print_summary(data: dict) -> None:
         out.print("profile verdict: " + " ".join(
             f"{f}={v if v else 'none (no profile explains every case)'}" for f, v in verdicts.items()),
             markup=False)
+    for cov in data.get("model_coverage") or []:
+        out.print(f"model coverage {cov['feature']}: named {cov['named']}/{cov['rules']} rules, "
+                  f"random {cov['random']}/{cov['rules']}"
+                  + (f", never reached: {' '.join(cov['unreached'][:8])}" if cov["unreached"] else ""),
+                  markup=False)
     summary = data["summary"]
     out.print(" ".join(f"{k}={v}" for k, v in summary.items()) +
               f"  boot_to_ready_s={data['timing']['boot_to_ready_s']} total_s={data['timing']['total_s']}")

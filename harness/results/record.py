@@ -26,9 +26,12 @@ class RunRecord:
             "summary": {s.lower(): 0 for s in STATUSES},
             "cases": [], "random": [], "findings": [],
             "profile_verdict": {f: None for f in profiles},
+            "model_coverage": [],
             "timing": {"boot_to_ready_s": None, "total_s": None},
         }
         self._by_id: dict[str, dict] = {}
+        # feature -> {"declared", "unreachable", "named", "random"}: model rule ids
+        self._coverage: dict[str, dict] = {}
 
     # -- cases ------------------------------------------------------------
     def plan(self, cases: list[tuple[str, str]], reproduce: str) -> None:
@@ -74,6 +77,26 @@ class RunRecord:
                                     "actions": actions, "action_kinds": dict(action_kinds),
                                     "diverged": diverged})
         self.write()
+
+    def add_coverage(self, feature: str, kind: str, reached: set[str], declared: set[str],
+                     unreachable: dict[str, str]) -> None:
+        """Model rules a named case (kind "named") or the random scripts ("random") reached."""
+        cov = self._coverage.setdefault(feature, {"declared": set(declared), "unreachable": dict(unreachable),
+                                                  "named": set(), "random": set()})
+        cov[kind] |= set(reached) & cov["declared"]
+        self.write()
+
+    def model_coverage(self) -> list[dict]:
+        """run.json's model_coverage (design section 5): rules, named and random reach,
+        the reachable rules neither reached, and the unreachable ones with their reason."""
+        out = []
+        for feature, cov in self._coverage.items():
+            rules = cov["declared"] - set(cov["unreachable"])
+            out.append({"feature": feature, "rules": len(rules), "named": len(cov["named"] & rules),
+                        "random": len(cov["random"] & rules),
+                        "unreached": sorted(rules - cov["named"] - cov["random"]),
+                        "unreachable": dict(sorted(cov["unreachable"].items()))})
+        return out
 
     def add_finding(self, id: str, feature: str, title: str, intended: str, observed: str,
                     mechanism: str, case_id: str) -> None:
@@ -132,6 +155,7 @@ class RunRecord:
     def write(self) -> None:
         self.data["summary"] = self.summary()
         self.data["profile_verdict"] = self.profile_verdict()
+        self.data["model_coverage"] = self.model_coverage()
         atomic_write_bytes(self.path, (json.dumps(self.data, indent=1) + "\n").encode())
 
 
