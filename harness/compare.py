@@ -32,7 +32,7 @@ class Divergence(AssertionError):
         text = (f"step {self.step} ({self.action}): {self.field} expected "
                 f"{_show(self.expected)}, observed {_show(self.observed)}")
         if self.matches_profile:
-            text += f"; the kernel matches profile {self.matches_profile}"
+            text += f"; this trace matches profile {self.matches_profile}"
         if self.detail:
             text += f"\n{self.detail}"
         return text
