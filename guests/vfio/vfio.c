@@ -13,21 +13,30 @@
  *
  * Input (stdin), one record per line, integers in C syntax (0x.. allowed):
  *
- *   S <iommu>              begin a script: new container, the group joins it,
+ *   S <iommu> [dma_entry_limit=N] [memlock=B]
+ *                          begin a script: new container, the group joins it,
  *                          then VFIO_SET_IOMMU(<iommu>) unless <iommu> is 0
- *                          (3 = VFIO_TYPE1v2_IOMMU, 1 = VFIO_TYPE1_IOMMU)
+ *                          (3 = VFIO_TYPE1v2_IOMMU, 1 = VFIO_TYPE1_IOMMU,
+ *                          8 = VFIO_NOIOMMU_IOMMU).  dma_entry_limit: written
+ *                          to vfio_iommu_type1's module parameter just before
+ *                          VFIO_SET_IOMMU (the container copies it into
+ *                          dma_avail) and restored right after.  memlock:
+ *                          for the script, CAP_IPC_LOCK leaves the effective
+ *                          set and RLIMIT_MEMLOCK is B bytes (restored at E).
  *   A <op> key=value ...   one action (see below)
  *   E                      end of script: device fd closed, group leaves the
  *                          container, container closed (all mappings go)
  *
  * Actions (keys in brackets are optional, defaults in the Python encoder,
  * harness/payloads/vfio.py, which is the only writer of this format):
- *   info   argsz                         VFIO_IOMMU_GET_INFO, caps walked
- *   map    argsz flags iova size voff    VFIO_IOMMU_MAP_DMA, vaddr = arena+voff
- *   unmap  argsz flags iova size pgsize bsize data fill
+ *   info   argsz arg                     VFIO_IOMMU_GET_INFO, caps walked
+ *   map    argsz flags iova size voff vaddr arg
+ *                                        VFIO_IOMMU_MAP_DMA, vaddr = arena+voff
+ *                                        (or `vaddr` when it is not 0)
+ *   unmap  argsz flags iova size pgsize bsize data fill arg child
  *                                        VFIO_IOMMU_UNMAP_DMA (+ vfio_bitmap)
  *   dirty  argsz flags [null]            VFIO_IOMMU_DIRTY_PAGES, no range
- *   get    argsz flags iova size pgsize bsize data fill
+ *   get    argsz flags iova size pgsize bsize data fill arg
  *                                        VFIO_IOMMU_DIRTY_PAGES + dirty_bitmap_get
  *   dma    src dst len                   edu DMA src->device buffer->dst,
  *                                        then compare dst with what src held
@@ -39,6 +48,16 @@
  *   data: 0 = a buffer of `bsize` bytes (rounded up to u64) between two guard
  *   words, followed by an inaccessible page; 1 = NULL; 2 = a kernel address.
  *   fill: 0 = buffer zeroed, 1 = every byte 0x5a before the call.
+ *   arg: where the ioctl argument lies: 0 = an ordinary buffer, 1 = NULL,
+ *   2 = split: its fixed header (info 24, unmap 24, get 8 bytes) ends at a
+ *   page boundary and the rest is on a PROT_NONE page.
+ *   child: 1 = a forked child issues the unmap on the inherited container
+ *   fd (argument and bitmap in shared memory); the parent reports it.
+ *
+ * info fills its 8 KiB buffer with 0xa5 first and reports the header (pad =
+ * bytes 20-23), every capability of the chain with its `next`, and
+ * "outside": [[offset, byte], ...] for bytes beyond the header that lie in
+ * no capability and changed.
  *
  * Output (stdout): one JSON object per observation, tagged "script" (index of
  * the S record, from 0) and "op".  "result" is "ok" (the ioctl returned 0),
@@ -60,7 +79,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -82,6 +105,14 @@
 #define VP_DMA_DEADLINE_NS 5000000000ll
 #define VP_DMA_MAX 2048
 #define VP_EVENT_MAX (1ul << 19)         /* longest event: 4096 bitmap words fit */
+#define VP_INFO_FILL 0xa5
+#define VP_INFO_OUTSIDE_MAX 64
+#define VP_CHILD_DEADLINE_NS 10000000000ll
+#define VP_DMA_ENTRY_LIMIT "/sys/module/vfio_iommu_type1/parameters/dma_entry_limit"
+#define VP_CAP_VERSION_3 0x20080522u    /* _LINUX_CAPABILITY_VERSION_3 */
+#define VP_CAP_IPC_LOCK 14
+#define VP_ARG_NULL 1
+#define VP_ARG_SPLIT 2
 /*
  * A positive return of an ioctl that must return 0 on success: the kernel
  * returned a value no caller expects (e.g. `return 1` instead of 0).  It is
@@ -109,6 +140,13 @@ static struct {
 	int nmaps;
 	struct vp_map maps[VP_MAX_MAPS];
 	uint64_t dma_counter;
+	/* RLIMIT_MEMLOCK and CAP_IPC_LOCK changed for this script */
+	int memlock_set;
+	struct rlimit memlock_saved;
+	/* two shared pages, the second PROT_NONE: "split" arguments */
+	uint8_t *split;
+	/* one shared page: a child's ioctl argument */
+	uint8_t *shared;
 } vp = { .group_fd = -1, .cfd = -1, .dev_fd = -1 };
 
 #define vfio_die(what) die("vfio payload: %s: %s", what, strerror(errno))
@@ -264,10 +302,88 @@ static void vfio_open_group(void)
 		vfio_die(path);
 }
 
+/* vfio_iommu_type1's dma_entry_limit module parameter; 0 or an errno */
+static int vfio_param_read(uint64_t *value)
+{
+	char buf[32];
+	ssize_t n;
+	int fd = open(VP_DMA_ENTRY_LIMIT, O_RDONLY);
+
+	if (fd < 0)
+		return errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return n < 0 ? errno : EIO;
+	buf[n] = 0;
+	*value = strtoull(buf, NULL, 0);
+	return 0;
+}
+
+static int vfio_param_write(uint64_t value)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%llu\n", (unsigned long long)value);
+	int fd = open(VP_DMA_ENTRY_LIMIT, O_WRONLY), err = 0;
+
+	if (fd < 0)
+		return errno;
+	if (write(fd, buf, n) != n)
+		err = errno ? errno : EIO;
+	close(fd);
+	return err;
+}
+
+/* CAP_IPC_LOCK in or out of the effective set (it stays permitted); 0 or errno */
+static int vfio_cap_ipc_lock(int on)
+{
+	struct { uint32_t version; int pid; } hdr = { VP_CAP_VERSION_3, 0 };
+	struct { uint32_t effective, permitted, inheritable; } data[2];
+
+	if (syscall(SYS_capget, &hdr, data))
+		return errno;
+	if (on)
+		data[0].effective |= 1u << VP_CAP_IPC_LOCK;
+	else
+		data[0].effective &= ~(1u << VP_CAP_IPC_LOCK);
+	if (syscall(SYS_capset, &hdr, data))
+		return errno;
+	return 0;
+}
+
+/* RLIMIT_MEMLOCK = bytes without CAP_IPC_LOCK for the script; 0 or errno */
+static int vfio_memlock_begin(uint64_t bytes, const char **step)
+{
+	struct rlimit lim;
+
+	*step = "RLIMIT_MEMLOCK";
+	if (getrlimit(RLIMIT_MEMLOCK, &vp.memlock_saved))
+		return errno;
+	lim.rlim_cur = bytes;
+	lim.rlim_max = vp.memlock_saved.rlim_max > bytes ? vp.memlock_saved.rlim_max : bytes;
+	if (setrlimit(RLIMIT_MEMLOCK, &lim))
+		return errno;
+	vp.memlock_set = 1;
+	*step = "CAP_IPC_LOCK";
+	return vfio_cap_ipc_lock(0);
+}
+
+static void vfio_memlock_end(void)
+{
+	if (!vp.memlock_set)
+		return;
+	vp.memlock_set = 0;
+	if (vfio_cap_ipc_lock(1))
+		vfio_die("raising CAP_IPC_LOCK again");
+	if (setrlimit(RLIMIT_MEMLOCK, &vp.memlock_saved))
+		vfio_die("restoring RLIMIT_MEMLOCK");
+}
+
 /* returns 0 or an errno; *step names the failing step */
-static int vfio_script_begin(int iommu, const char **step)
+static int vfio_script_begin(int iommu, const struct kv *opts, const char **step)
 {
 	struct { uint32_t argsz, flags; } status = { sizeof(status), 0 };
+	uint64_t saved_limit = 0;
 	int err;
 
 	vp.nmaps = 0;
@@ -289,15 +405,30 @@ static int vfio_script_begin(int iommu, const char **step)
 	if (err)
 		return err;
 	if (iommu) {
+		/* vfio_iommu_type1_open() copies dma_entry_limit into dma_avail */
+		if (kv_has(opts, "dma_entry_limit")) {
+			*step = "dma_entry_limit";
+			err = vfio_param_read(&saved_limit);
+			if (!err)
+				err = vfio_param_write(kv_get(opts, "dma_entry_limit", 0));
+			if (err)
+				return err;
+		}
 		*step = "VFIO_SET_IOMMU";
-		if (ioctl(vp.cfd, VP_SET_IOMMU, (unsigned long)iommu) < 0)
-			return errno;
+		err = ioctl(vp.cfd, VP_SET_IOMMU, (unsigned long)iommu) < 0 ? errno : 0;
+		if (kv_has(opts, "dma_entry_limit") && vfio_param_write(saved_limit))
+			vfio_die("restoring " VP_DMA_ENTRY_LIMIT);
+		if (err)
+			return err;
 	}
+	if (kv_get(opts, "memlock", 0))
+		return vfio_memlock_begin(kv_get(opts, "memlock", 0), step);
 	return 0;
 }
 
 static void vfio_script_end(void)
 {
+	vfio_memlock_end();
 	if (vp.bar0) {
 		munmap((void *)vp.bar0, vp.bar0_size);
 		vp.bar0 = NULL;
@@ -368,7 +499,8 @@ struct vp_ubuf {
 	uint64_t fillw;
 };
 
-static void vfio_ubuf_setup(struct vp_ubuf *u, uint64_t bsize, int fill, const char *line)
+/* shared: MAP_SHARED, so a forked child's kernel writes reach the parent */
+static void vfio_ubuf_setup(struct vp_ubuf *u, uint64_t bsize, int fill, const char *line, int shared)
 {
 	uint64_t alloc = bsize > VP_BITMAP_CAP ? VP_BITMAP_CAP : bsize;
 
@@ -379,7 +511,7 @@ static void vfio_ubuf_setup(struct vp_ubuf *u, uint64_t bsize, int fill, const c
 		vfio_bad_input("fill of a bitmap larger than 1 MiB", line);
 	u->region_len = VP_PAGE + ((alloc + 8 + VP_PAGE - 1) & ~(VP_PAGE - 1)) + VP_PAGE;
 	u->region = mmap(NULL, u->region_len, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			 (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (u->region == MAP_FAILED)
 		vfio_die("mmap bitmap");
 	if (mprotect(u->region + u->region_len - VP_PAGE, VP_PAGE, PROT_NONE))
@@ -449,22 +581,63 @@ static void vfio_ubuf_free(struct vp_ubuf *u)
 
 /* ---------------------------------------------------------------- actions */
 
+/* the ioctl argument: NULL, or `len` bytes ending at the split page boundary */
+static void *vfio_arg_place(uint64_t kind, void *normal, size_t head)
+{
+	if (kind == VP_ARG_NULL)
+		return NULL;
+	if (kind == VP_ARG_SPLIT) {
+		uint8_t *p = vp.split + VP_PAGE - head;
+
+		memcpy(p, normal, head);
+		return p;
+	}
+	return normal;
+}
+
+static uint32_t vfio_cap_extent(const struct vp_cap_header *h, const uint8_t *buf, uint32_t off,
+				uint32_t limit)
+{
+	switch (h->id) {
+	case VP_CAP_MIGRATION:
+		return 32;
+	case VP_CAP_DMA_AVAIL:
+		return 12;
+	case VP_CAP_IOVA_RANGE:
+		if (off + 16 > limit)
+			return 8;
+		return 16 + 16 * *(const uint32_t *)(buf + off + 8);
+	}
+	return 8;
+}
+
 static void vfio_op_info(const struct kv *a, const char *line)
 {
 	static uint64_t buf64[1024];
+	static uint8_t covered[sizeof(buf64)];
+	uint64_t argsz = vfio_need(a, "argsz", line), kind = vfio_need(a, "arg", line);
 	uint8_t *buf = (uint8_t *)buf64;
-	struct vp_type1_info *info = (struct vp_type1_info *)buf;
-	uint64_t argsz = vfio_need(a, "argsz", line);
-	uint32_t off, limit;
+	uint32_t bufsz = sizeof(buf64);
+	struct vp_type1_info *info;
+	uint32_t off, limit, count = 0;
 	struct json j;
 	int err, n = 0;
 
 	if (argsz > sizeof(buf64))
 		vfio_bad_input("info argsz larger than the payload's buffer", line);
-	memset(buf64, 0, sizeof(buf64));
+	if (kind > VP_ARG_SPLIT)
+		vfio_bad_input("info arg", line);
+	if (kind == VP_ARG_SPLIT) {
+		/* the 24-byte header readable, the capabilities on the PROT_NONE page */
+		buf = vp.split + VP_PAGE - sizeof(*info);
+		bufsz = sizeof(*info);
+	}
+	memset(buf, VP_INFO_FILL, bufsz);
+	memset(covered, 0, sizeof(covered));
+	info = (struct vp_type1_info *)buf;
 	info->argsz = argsz;
 	info->cap_offset = 0xdeadbeef; /* shows whether the kernel wrote it */
-	err = vfio_ioctl(vp.cfd, VP_IOMMU_GET_INFO, info);
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_GET_INFO, kind == VP_ARG_NULL ? NULL : info);
 	ev_begin(&j, "info");
 	json_str(&j, "result", vfio_errname(err));
 	if (!err) {
@@ -472,17 +645,22 @@ static void vfio_op_info(const struct kv *a, const char *line)
 		json_u64(&j, "flags", info->flags);
 		json_u64(&j, "iova_pgsizes", info->iova_pgsizes);
 		json_u64(&j, "cap_offset", info->cap_offset);
+		json_u64(&j, "pad", info->pad);
 		json_list_open(&j, "caps");
-		limit = argsz < sizeof(buf64) ? argsz : sizeof(buf64);
+		limit = argsz < bufsz ? argsz : bufsz;
 		off = (info->flags & VP_INFO_CAPS) && info->cap_offset != 0xdeadbeef ?
 		      info->cap_offset : 0;
 		while (off && off >= sizeof(*info) && off + 8 <= limit && n < 16) {
 			struct vp_cap_header *h = (struct vp_cap_header *)(buf + off);
+			uint32_t extent = vfio_cap_extent(h, buf, off, limit);
 
+			for (uint32_t b = off; b < off + extent && b < bufsz; b++)
+				covered[b] = 1;
 			n++;
 			json_obj_open(&j, NULL);
 			json_u64(&j, "id", h->id);
 			json_u64(&j, "version", h->version);
+			json_u64(&j, "next", h->next);
 			if (h->id == VP_CAP_MIGRATION && off + 32 <= limit) {
 				json_u64(&j, "flags", *(uint32_t *)(buf + off + 8));
 				json_u64(&j, "hole", *(uint32_t *)(buf + off + 12));
@@ -493,6 +671,8 @@ static void vfio_op_info(const struct kv *a, const char *line)
 			} else if (h->id == VP_CAP_IOVA_RANGE && off + 16 <= limit) {
 				uint32_t nr = *(uint32_t *)(buf + off + 8);
 
+				json_u64(&j, "nr_iovas", nr);
+				json_u64(&j, "reserved", *(uint32_t *)(buf + off + 12));
 				json_list_open(&j, "ranges");
 				for (uint32_t i = 0; i < nr && off + 16 + 16 * (i + 1) <= limit; i++) {
 					uint64_t *r = (uint64_t *)(buf + off + 16 + 16 * i);
@@ -510,6 +690,19 @@ static void vfio_op_info(const struct kv *a, const char *line)
 			off = h->next;
 		}
 		json_list_close(&j);
+		/* what the kernel wrote beyond the header and outside the chain */
+		json_list_open(&j, "outside");
+		for (uint32_t b = sizeof(*info); b < bufsz; b++) {
+			if (covered[b] || buf[b] == VP_INFO_FILL)
+				continue;
+			if (count++ >= VP_INFO_OUTSIDE_MAX)
+				break;
+			json_list_open(&j, NULL);
+			json_u64(&j, NULL, b);
+			json_u64(&j, NULL, buf[b]);
+			json_list_close(&j);
+		}
+		json_list_close(&j);
 	}
 	json_end_line(&j);
 }
@@ -517,7 +710,8 @@ static void vfio_op_info(const struct kv *a, const char *line)
 static void vfio_op_map(const struct kv *a, const char *line)
 {
 	struct vp_dma_map m;
-	uint64_t voff = vfio_need(a, "voff", line);
+	uint64_t voff = vfio_need(a, "voff", line), vaddr = vfio_need(a, "vaddr", line);
+	uint64_t kind = vfio_need(a, "arg", line);
 	struct json j;
 	int err;
 
@@ -526,40 +720,98 @@ static void vfio_op_map(const struct kv *a, const char *line)
 	m.flags = vfio_need(a, "flags", line);
 	m.iova = vfio_need(a, "iova", line);
 	m.size = vfio_need(a, "size", line);
-	if (voff > VP_ARENA_SIZE || m.size > VP_ARENA_SIZE - voff)
+	if (kind > VP_ARG_NULL)
+		vfio_bad_input("map arg", line);
+	if (!vaddr && (voff > VP_ARENA_SIZE || m.size > VP_ARENA_SIZE - voff))
 		vfio_bad_input("map voff+size outside the 16 MiB arena", line);
-	m.vaddr = (uint64_t)(uintptr_t)(vp.arena + voff);
-	err = vfio_ioctl(vp.cfd, VP_IOMMU_MAP_DMA, &m);
+	/* an explicit vaddr is one no VMA of ours covers (the encoder checks) */
+	m.vaddr = vaddr ? vaddr : (uint64_t)(uintptr_t)(vp.arena + voff);
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_MAP_DMA, kind == VP_ARG_NULL ? NULL : &m);
 	/* remember where an IOVA lives for DMA checks (newest entry wins) */
-	if (!err && !(m.flags & 4) && vp.nmaps < VP_MAX_MAPS)
+	if (!err && !(m.flags & 4) && !vaddr && vp.nmaps < VP_MAX_MAPS)
 		vp.maps[vp.nmaps++] = (struct vp_map){ m.iova, m.size, vp.arena + voff };
 	ev_begin(&j, "map");
 	json_str(&j, "result", vfio_errname(err));
 	json_end_line(&j);
 }
 
+static long long vfio_now_ns(void);
+
+/*
+ * ioctl(vp.cfd, req, arg) in a forked child: the same container fd, another
+ * mm.  arg (and what the kernel writes) must be shared memory.  Returns the
+ * child's result like vfio_ioctl(), or ETIMEDOUT / ECHILD.
+ */
+static int vfio_ioctl_in_child(unsigned long req, void *arg)
+{
+	volatile int *result = (volatile int *)(vp.shared + VP_PAGE - sizeof(int));
+	long long deadline = vfio_now_ns() + VP_CHILD_DEADLINE_NS;
+	int status;
+	pid_t pid;
+
+	*result = -1;
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		vfio_die("fork");
+	if (pid == 0) {
+		*result = vfio_ioctl(vp.cfd, req, arg);
+		_exit(0);
+	}
+	for (;;) {
+		pid_t got = waitpid(pid, &status, WNOHANG);
+
+		if (got == pid)
+			break;
+		if (got < 0)
+			vfio_die("waitpid");
+		if (vfio_now_ns() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			return ETIMEDOUT;
+		}
+		usleep(1000);
+	}
+	if (!WIFEXITED(status) || *result < 0)
+		return ECHILD;
+	return *result;
+}
+
 static void vfio_op_unmap(const struct kv *a, const char *line)
 {
-	struct vp_dma_unmap u;
+	struct vp_dma_unmap local, *u;
 	struct vp_ubuf ub;
-	uint64_t kind = vfio_need(a, "data", line);
+	uint64_t kind = vfio_need(a, "data", line), where = vfio_need(a, "arg", line);
+	uint64_t child = vfio_need(a, "child", line);
 	int with_bitmap, err;
 	struct json j;
 
-	memset(&u, 0, sizeof(u));
-	u.argsz = vfio_need(a, "argsz", line);
-	u.flags = vfio_need(a, "flags", line);
-	u.iova = vfio_need(a, "iova", line);
-	u.size = vfio_need(a, "size", line);
-	u.bitmap.pgsize = vfio_need(a, "pgsize", line);
-	u.bitmap.size = vfio_need(a, "bsize", line);
-	vfio_ubuf_setup(&ub, u.bitmap.size, vfio_need(a, "fill", line), line);
-	u.bitmap.data = vfio_data_ptr(&ub, kind);
-	with_bitmap = (u.flags & VP_UNMAP_GET_DIRTY_BITMAP) && kind == 0;
-	err = vfio_ioctl(vp.cfd, VP_IOMMU_UNMAP_DMA, &u);
+	memset(&local, 0, sizeof(local));
+	local.argsz = vfio_need(a, "argsz", line);
+	local.flags = vfio_need(a, "flags", line);
+	local.iova = vfio_need(a, "iova", line);
+	local.size = vfio_need(a, "size", line);
+	local.bitmap.pgsize = vfio_need(a, "pgsize", line);
+	local.bitmap.size = vfio_need(a, "bsize", line);
+	if (where > VP_ARG_SPLIT || child > 1)
+		vfio_bad_input("unmap arg/child", line);
+	vfio_ubuf_setup(&ub, local.bitmap.size, vfio_need(a, "fill", line), line, child);
+	local.bitmap.data = vfio_data_ptr(&ub, kind);
+	with_bitmap = (local.flags & VP_UNMAP_GET_DIRTY_BITMAP) && kind == 0;
+	u = &local;
+	if (child && where != VP_ARG_SPLIT) {
+		u = (struct vp_dma_unmap *)vp.shared;
+		*u = local;
+	}
+	/* split: the 24-byte header readable, the vfio_bitmap behind it not */
+	u = vfio_arg_place(where, u, 24);
+	if (child)
+		err = vfio_ioctl_in_child(VP_IOMMU_UNMAP_DMA, u);
+	else
+		err = vfio_ioctl(vp.cfd, VP_IOMMU_UNMAP_DMA, u);
 	ev_begin(&j, "unmap");
 	json_str(&j, "result", vfio_errname(err));
-	json_u64(&j, "size", u.size);
+	json_u64(&j, "size", u ? u->size : local.size);
 	if (with_bitmap)
 		vfio_ubuf_emit(&j, &ub);
 	json_end_line(&j);
@@ -585,7 +837,7 @@ static void vfio_op_get(const struct kv *a, const char *line)
 {
 	struct vp_dirty d;
 	struct vp_ubuf ub;
-	uint64_t kind = vfio_need(a, "data", line);
+	uint64_t kind = vfio_need(a, "data", line), where = vfio_need(a, "arg", line);
 	struct json j;
 	int err;
 
@@ -596,9 +848,12 @@ static void vfio_op_get(const struct kv *a, const char *line)
 	d.size = vfio_need(a, "size", line);
 	d.bitmap.pgsize = vfio_need(a, "pgsize", line);
 	d.bitmap.size = vfio_need(a, "bsize", line);
-	vfio_ubuf_setup(&ub, d.bitmap.size, vfio_need(a, "fill", line), line);
+	if (where > VP_ARG_SPLIT)
+		vfio_bad_input("get arg", line);
+	vfio_ubuf_setup(&ub, d.bitmap.size, vfio_need(a, "fill", line), line, 0);
 	d.bitmap.data = vfio_data_ptr(&ub, kind);
-	err = vfio_ioctl(vp.cfd, VP_IOMMU_DIRTY_PAGES, &d);
+	/* split: argsz and flags readable, the dirty_bitmap_get behind them not */
+	err = vfio_ioctl(vp.cfd, VP_IOMMU_DIRTY_PAGES, vfio_arg_place(where, &d, 8));
 	ev_begin(&j, "get");
 	json_str(&j, "result", vfio_errname(err));
 	if (kind == 0)
@@ -840,6 +1095,11 @@ int main(int argc, char **argv)
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 	if (vp.arena == MAP_FAILED)
 		vfio_die("mmap arena");
+	vp.split = mmap(NULL, 2 * VP_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	vp.shared = mmap(NULL, VP_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (vp.split == MAP_FAILED || vp.shared == MAP_FAILED ||
+	    mprotect(vp.split + VP_PAGE, VP_PAGE, PROT_NONE))
+		vfio_die("mmap argument pages");
 	vp.script = -1;
 
 	while (fgets(line, sizeof(line), stdin)) {
@@ -853,16 +1113,23 @@ int main(int argc, char **argv)
 		if (line[0] == '\n' || line[0] == '#')
 			continue;
 		if (line[0] == 'S' && line[1] == ' ') {
-			const char *step = "";
+			const char *step = "", *bad;
+			struct kv opts;
 			struct json j;
 			int iommu, err;
+			char *end;
 
 			if (in_script)
 				vfio_bad_input("S inside a script", orig);
-			iommu = atoi(line + 2);
+			bad = kv_parse(line, 2, &opts);
+			if (bad)
+				vfio_bad_input(bad, orig);
+			iommu = strtol(opts.name, &end, 0);
+			if (*end || end == opts.name)
+				vfio_bad_input("S needs an iommu number", orig);
 			vp.script++;
 			in_script = 1;
-			err = vfio_script_begin(iommu, &step);
+			err = vfio_script_begin(iommu, &opts, &step);
 			setup_failed = err != 0;
 			ev_begin(&j, "setup");
 			json_u64(&j, "iommu", iommu);

@@ -3,8 +3,22 @@ harness/driver.py): normalising, encoding, decoding its output, ELF checks.
 
 An op-script is a dict::
 
-    {"iommu": "v2" | "v1" | "none",
+    {"iommu": "v2" | "v1" | "none" | "noiommu",
+     "dma_entry_limit": 65535, "memlock": 0,          (optional, see below)
      "actions": [{"op": "map", "iova": 0x100000, "size": 0x10000}, ...]}
+
+"none" joins the group without VFIO_SET_IOMMU; "noiommu" asks for
+VFIO_NOIOMMU_IOMMU (8). `dma_entry_limit` is written to the vfio_iommu_type1
+module parameter for the script's VFIO_SET_IOMMU (and restored right after);
+`memlock` non-zero makes the payload drop CAP_IPC_LOCK and set RLIMIT_MEMLOCK
+to that many bytes for the script.
+
+Argument placement (`arg`): 0 the normal buffer, 1 NULL, 2 "split": the
+ioctl's fixed header (info 24, unmap 24, get 8 bytes) ends at a page boundary
+and the rest lies on a PROT_NONE page. `child=1` (unmap): a forked child
+issues the ioctl on the inherited container fd. `vaddr` (map): 0 = the
+payload's arena + voff, else that address (only addresses no VMA of the
+payload covers: below 64 KiB or from 2^47 on, not the vsyscall page).
 
 Actions may leave out keys; `normalise` fills the defaults the payload needs
 (the payload itself has no defaults: it refuses a missing key).
@@ -21,17 +35,19 @@ EDU_DMA_LIMIT = 1 << 28    # edu's DMA mask (hw/misc/edu.c)
 # QEMU 7.2's edu aborts (hw_error) on a transfer that reaches the end of its
 # 4 KiB buffer; the payload refuses more than 2 KiB
 EDU_DMA_MAX = 2048
-IOMMU_CODE = {"v2": 3, "v1": 1, "none": 0}
+IOMMU_CODE = {"v2": 3, "v1": 1, "none": 0, "noiommu": 8}
+DMA_ENTRY_LIMIT = 0xFFFF   # vfio_iommu_type1's default (U16_MAX)
+VSYSCALL_PAGE = 0xFFFFFFFFFF600000
 
 # keys of each action, in the order the payload line carries them; None = required
 ACTION_KEYS: dict[str, dict[str, int | None]] = {
-    "info": {"argsz": 4096},
-    "map": {"argsz": 32, "flags": 3, "iova": None, "size": None, "voff": 0},
+    "info": {"argsz": 4096, "arg": 0},
+    "map": {"argsz": 32, "flags": 3, "iova": None, "size": None, "voff": 0, "vaddr": 0, "arg": 0},
     "unmap": {"argsz": None, "flags": 0, "iova": None, "size": None, "pgsize": PAGE,
-              "bsize": None, "data": 0, "fill": 0},
+              "bsize": None, "data": 0, "fill": 0, "arg": 0, "child": 0},
     "dirty": {"argsz": 8, "flags": None, "null": 0},
     "get": {"argsz": 48, "flags": 4, "iova": None, "size": None, "pgsize": PAGE,
-            "bsize": None, "data": 0, "fill": 0},
+            "bsize": None, "data": 0, "fill": 0, "arg": 0},
     "dma": {"src": None, "dst": None, "len": 256},
     "ext": {"arg": None},
     "devdirty": {},
@@ -69,7 +85,17 @@ def normalise_action(action: dict) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
             raise ValueError(f"vfio op-script: {op}.{key} = {value!r} is not a u64")
         out[key] = value
-    if op == "map" and out["voff"] + out["size"] > ARENA and not out["flags"] & 4:
+    if op in ("info", "map", "unmap", "get") and out["arg"] > (1 if op == "map" else 2):
+        raise ValueError(f"vfio op-script: {op}.arg must be 0 (buffer), 1 (NULL)"
+                         + ("" if op == "map" else " or 2 (split)"))
+    if op == "unmap" and out["child"] > 1:
+        raise ValueError("vfio op-script: unmap.child must be 0 or 1")
+    if op == "map" and out["vaddr"] and not (
+            out["vaddr"] < 0x10000 or (out["vaddr"] >= 1 << 47
+                                       and out["vaddr"] & ~(PAGE - 1) != VSYSCALL_PAGE)):
+        raise ValueError(f"vfio op-script: map vaddr {out['vaddr']:#x} may be payload memory: "
+                         "use one below 64 KiB or from 2^47 on (not the vsyscall page)")
+    if op == "map" and not out["vaddr"] and out["voff"] + out["size"] > ARENA and not out["flags"] & 4:
         raise ValueError(f"vfio op-script: map voff+size {out['voff'] + out['size']:#x} "
                          f"exceeds the payload's {ARENA >> 20} MiB arena")
     if op == "dma" and not (0 < out["len"] <= EDU_DMA_MAX and out["src"] + out["len"] <= EDU_DMA_LIMIT
@@ -83,11 +109,24 @@ def normalise_action(action: dict) -> dict:
     return out
 
 
+SCRIPT_KEYS = {"iommu", "actions", "dma_entry_limit", "memlock"}
+
+
 def normalise(script: dict) -> dict:
+    unknown = set(script) - SCRIPT_KEYS
+    if unknown:
+        raise ValueError(f"vfio op-script: unknown keys {sorted(unknown)}")
     iommu = script.get("iommu", "v2")
     if iommu not in IOMMU_CODE:
         raise ValueError(f"vfio op-script: iommu must be one of {sorted(IOMMU_CODE)}")
-    return {"iommu": iommu, "actions": [normalise_action(a) for a in script.get("actions", [])]}
+    out = {"iommu": iommu}
+    for key, default, limit in (("dma_entry_limit", DMA_ENTRY_LIMIT, 1 << 32), ("memlock", 0, 1 << 62)):
+        value = script.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
+            raise ValueError(f"vfio op-script: {key} = {value!r} is out of range")
+        out[key] = value
+    out["actions"] = [normalise_action(a) for a in script.get("actions", [])]
+    return out
 
 
 def encode(scripts: Iterable[dict], first: int = 0) -> bytes:
@@ -96,7 +135,12 @@ def encode(scripts: Iterable[dict], first: int = 0) -> bytes:
     sent before."""
     lines = []
     for script in scripts:
-        lines.append(f"S {IOMMU_CODE[script['iommu']]}")
+        head = f"S {IOMMU_CODE[script['iommu']]}"
+        if script.get("dma_entry_limit", DMA_ENTRY_LIMIT) != DMA_ENTRY_LIMIT:
+            head += f" dma_entry_limit={script['dma_entry_limit']:#x}"
+        if script.get("memlock", 0):
+            head += f" memlock={script['memlock']:#x}"
+        lines.append(head)
         for a in script["actions"]:
             fields = " ".join(f"{k}={a[k]:#x}" for k in ACTION_KEYS[a["op"]])
             lines.append(f"A {a['op']} {fields}".rstrip())
@@ -122,7 +166,10 @@ def describe(action: dict) -> str:
 def locate(script: dict, index: int, event: dict) -> tuple[int, str]:
     """(step, action text) of event `index`: event 0 is the setup, event k action k-1."""
     if index == 0:
-        return 0, f"setup iommu={script['iommu']}"
+        extra = "".join(f" {k}={script[k]:#x}" for k in ("dma_entry_limit", "memlock")
+                        if script.get(k, DMA_ENTRY_LIMIT if k == "dma_entry_limit" else 0)
+                        != (DMA_ENTRY_LIMIT if k == "dma_entry_limit" else 0))
+        return 0, f"setup iommu={script['iommu']}{extra}"
     if index - 1 < len(script["actions"]):
         return index, describe(script["actions"][index - 1])
     return index, str(event.get("op", "?"))

@@ -18,6 +18,7 @@ M4 = (0x22C000, 0x5000)
 M3 = (0x300000, 0x3000)
 M5 = (0x400000, 0x8000)
 TOP = 0xFFFFFFFFFFFFF000
+KERNEL_PTR = 0xFFFF888000000000
 
 
 def mp(region, voff=0, **kw):
@@ -48,8 +49,8 @@ S1 = [mp(M1, 0), mp(M2, 1 * MiB), mp(M4, 2 * MiB), mp(M3, 3 * MiB)]
 S1_TRACKING = S1 + [START]
 
 
-def case(id, rationale, actions, iommu="v2"):
-    return {"id": id, "rationale": rationale, "script": {"iommu": iommu, "actions": actions}}
+def case(id, rationale, actions, iommu="v2", **settings):
+    return {"id": id, "rationale": rationale, "script": {"iommu": iommu, **settings, "actions": actions}}
 
 
 CASES = [
@@ -94,6 +95,29 @@ CASES = [
          "intel-iommu domain (no snoop control in QEMU's VT-d: 0)",
          [{"op": "ext", "arg": 4}]),
 
+    case("vfio/discovery/info-fields-outside-the-chain",
+         "GET_INFO into a 0xa5-filled buffer: the kernel writes the 20-byte header (bytes 20-23, "
+         "the struct's tail padding, stay 0xa5: copy_to_user(arg, &info, minsz) with minsz = "
+         "capsz = 20) and the chain packed back to back from 24 (vfio_info_cap_add, "
+         "vfio_info_cap_shift: next 56, 68, 0; IOVA_RANGE nr_iovas 2, reserved 0), nothing "
+         "else of the 8 KiB; with argsz 116 exactly the same; with argsz 115 nothing beyond "
+         "the header",
+         [INFO, {"op": "info", "argsz": 116}, {"op": "info", "argsz": 115},
+          {"op": "info", "argsz": 16}]),
+    case("vfio/discovery/info-copy-faults",
+         "GET_INFO with a NULL argument: EFAULT (the first copy_from_user); with the "
+         "capabilities' place on an inaccessible page: EFAULT when the chain fits argsz "
+         "(copy_to_user(arg + sizeof(info), caps.buf, caps.size) fails), 0 with argsz grown "
+         "when it does not fit (only the header is written) (vfio_iommu_type1_get_info)",
+         [{"op": "info", "arg": 1}, {"op": "info", "arg": 2}, {"op": "info", "argsz": 116, "arg": 2},
+          {"op": "info", "argsz": 24, "arg": 2}, {"op": "info", "argsz": 16, "arg": 2}]),
+    case("vfio/discovery/noiommu-container-enodev",
+         "VFIO_SET_IOMMU(VFIO_NOIOMMU_IOMMU): no registered IOMMU driver answers "
+         "CHECK_EXTENSION(8) > 0 (type1 says 0, CONFIG_VFIO_NOIOMMU is off in Debian's 6.1 and in "
+         "the built kernel), so vfio_ioctl_set_iommu() returns ENODEV and the container stays "
+         "without a driver; the payload runs no action after a failed setup",
+         [INFO, START], iommu="noiommu"),
+
     # ---------------------------------------------------------------- tracking state
     case("vfio/tracking/no-iommu-einval",
          "before VFIO_SET_IOMMU every type1 ioctl is EINVAL (container.c: vfio_fops_unl_ioctl)",
@@ -102,6 +126,13 @@ CASES = [
          "type1 v1: DIRTY_PAGES is EACCES before any other check, flags 0 included; "
          "unmap with bitmap is EINVAL (never tracking)",
          [mp(M1), START, {"op": "dirty", "flags": 0}, getm(M1), unmapb(*M1)], iommu="v1"),
+    case("vfio/tracking/v1-eacces-before-any-copy",
+         "type1 v1: the !iommu->v2 check precedes even the copy of the header, so a NULL "
+         "argument, argsz 4, flag 8 and a GET whose range is unreadable are all EACCES, not "
+         "EFAULT/EINVAL (vfio_iommu_type1_dirty_pages)",
+         [mp(M1), {"op": "dirty", "flags": 1, "null": 1}, {"op": "dirty", "flags": 1, "argsz": 4},
+          {"op": "dirty", "flags": 8}, getm(M1, arg=2), getm(M1, arg=1), {"op": "dirty", "flags": 2}],
+         iommu="v1"),
     case("vfio/tracking/start-twice",
          "START while tracking is a no-op returning 0; bitmaps are kept",
          S1 + [START, START, getm(M1)]),
@@ -181,6 +212,13 @@ CASES = [
          "bitmap in place leaves it shifted and uncleared: the next GET of M4 alone reports "
          "the shifted bits too (both profiles; the error path skips the clear)",
          S1_TRACKING + [get(0x229000, 0x8000, data=1), getm(M4)]),
+    case("vfio/get/range-copy-efault",
+         "the GET range (struct vfio_iommu_type1_dirty_bitmap_get) on an inaccessible page "
+         "behind a readable argsz/flags: the second copy_from_user faults, EFAULT; argsz 47 is "
+         "refused before it (EINVAL); a NULL argument faults on the first copy; the buffer is "
+         "untouched and the next GET works (vfio_iommu_type1_dirty_pages)",
+         S1_TRACKING + [getm(M1, arg=2), getm(M1, arg=2, argsz=47), getm(M1, arg=1),
+                        {"op": "dirty", "flags": 2, "null": 0}, START, getm(M1)]),
     case("vfio/get/data-kernel-einval",
          "bitmap.data a kernel address: access_ok fails, EINVAL",
          S1_TRACKING + [getm(M1, data=2)]),
@@ -216,6 +254,13 @@ CASES = [
          "a 64-page mapping fills exactly one word; 65 pages need two; guard words intact",
          [mp((0x600000, 0x40000), 0), mp((0x700000, 0x41000), MiB), START,
           get(0x600000, 0x40000, bsize=8), get(0x700000, 0x41000, bsize=16)]),
+    case("vfio/bitmap/filled-buffer-zero-bits-written",
+         "a 0x5a-filled bitmap shows which words the kernel wrote: M1 + M2 adjacent write words "
+         "0-4 whole (word 4 = 0xffff: its zero bits overwrite the fill), the gap words 5-7 stay "
+         "0x5a, M3 at bit 512 writes word 8 = 0x7; a 65-page mapping writes 0x1 into its second "
+         "word (update_user_bitmap copies DIRTY_BITMAP_BYTES(nbits + shift) bytes)",
+         [mp(M1), mp(M2, MiB), mp(M3, 3 * MiB), mp((0x500000, 0x41000), 4 * MiB), START,
+          get(0x100000, 0x203000, fill=1), get(0x500000, 0x41000, fill=1, bsize=64)]),
     case("vfio/bitmap/gap-then-mapping",
          "a GET starting in a gap 64 pages below M2 puts M2 at bit 64 (word 1, no shift)",
          S1_TRACKING + [get(0x1C0000, 0x50000)]),
@@ -266,6 +311,26 @@ CASES = [
     case("vfio/unmap/data-null-efault",
          "unmap-with-bitmap with data NULL: EFAULT and the mapping stays (GET then works)",
          S1_TRACKING + [mp(M5, 4 * MiB), unmapb(*M5, data=1), getm(M5), unmapb(*M5)]),
+    case("vfio/unmap/bitmap-copy-efault",
+         "unmap-with-bitmap whose struct vfio_bitmap lies on an inaccessible page behind a "
+         "readable 24-byte header: the second copy_from_user faults, EFAULT, size not written "
+         "back, nothing unmapped; a plain unmap of the same layout never reads further and "
+         "works; a NULL argument faults on the first copy (vfio_iommu_type1_unmap_dma)",
+         S1_TRACKING + [unmapb(*M3, arg=2), unmapb(*M3, arg=1), unmap(*M3, arg=1), getm(M3),
+                        unmap(*M3, arg=2), getm(M3)]),
+    case("vfio/unmap/bitmap-filled-buffer",
+         "unmap-with-bitmap into a 0x5a-filled buffer: M2 at bit 0 overwrites word 0 with "
+         "0xffff, M4 at bit 44 is shifted and ORs the word it lands in (now M2's), M3 at bit "
+         "256 overwrites word 4 with 0x7; words 1-3 keep the fill",
+         S1_TRACKING + [unmapb(0x200000, 0x103000, fill=1)]),
+    case("vfio/unmap/child-unmaps-parent-mapping",
+         "a forked child holding the container fd unmaps the parent's mappings: 6.0 dropped "
+         "vfio_dma_do_unmap()'s dma->task->mm != current->mm check (which made the unmap stop "
+         "with size 0), so in 6.1 the child's plain unmap returns the size, its unmap-with-"
+         "bitmap writes the bits into its own (shared) buffer, and the mappings are gone for "
+         "the parent (DMA_AVAIL, GET, a second unmap)",
+         S1_TRACKING + [unmap(*M2, child=1), unmapb(*M3, child=1), INFO, getm(M3), unmap(*M2),
+                        unmap(0x100000, 0x205000, child=1, flags=4), mp(M1, 5 * MiB, flags=4)]),
     case("vfio/unmap/several-with-gap",
          "unmap-with-bitmap over M2 + gap + M4: size 0x15000, bits at their offsets",
          S1_TRACKING + [unmapb(0x200000, 0x31000)]),
@@ -316,6 +381,37 @@ CASES = [
          [mp((0x800001, 0x1000), 0), mp((0x800000, 0x1000), 1), mp((0x800000, 0x1001), 0),
           mp((0x800800, 0x1000), 0), mp((0x800000, 0x800), 0), mp((0x800000, 0x1000), 0x800),
           INFO, mp((0x800000, 0x1000), 0), INFO]),
+    case("vfio/map/wrap-and-bad-vaddr",
+         "vfio_dma_do_map(): an IOVA or vaddr range that wraps past 2^64 is EINVAL, checked "
+         "before the overlap (EEXIST) and before pinning; a vaddr no VMA covers passes the "
+         "checks and fails pinning in vaddr_get_pfns() (EFAULT), and the vfio_dma it had "
+         "linked is removed again (DMA_AVAIL unchanged); a NULL argument faults (EFAULT)",
+         [mp(M1), mp((TOP, 0x2000)), mp((TOP, 0x1000)), mp(M1, vaddr=TOP, size=0x2000),
+          mp((0x800000, 0x2000), vaddr=TOP), mp((0x800000, 0x1000), vaddr=TOP),
+          mp((0x800000, 0x1000), vaddr=0x1000), mp((0x800000, 0x1000), vaddr=KERNEL_PTR),
+          mp((0x800000, 0x1000), vaddr=0x1800), mp((0x800000, 0x1000), arg=1), INFO]),
+    case("vfio/map/vaddr-update-takes-any-address",
+         "MAP_FLAG_VADDR only records the new vaddr (vfio_change_dma_owner(): same mm, nothing "
+         "pinned again), so an address no VMA covers is accepted; a wrapping one is still EINVAL",
+         S1_TRACKING + [unmap(*M2, flags=4), mp(M2, vaddr=TOP, flags=4), mp(M2, vaddr=0x1000, flags=4),
+                        mp(M2, flags=4), getm(M2)]),
+    case("vfio/map/dma-entry-limit-enospc",
+         "with vfio_iommu_type1.dma_entry_limit = 2 (read into iommu->dma_avail when the "
+         "container opens): the third mapping is ENOSPC, after the overlap check (EEXIST) and "
+         "before the IOVA range check (EINVAL); a failed pin gives its entry back; an unmap "
+         "frees one (vfio_dma_do_map, vfio_remove_dma)",
+         [INFO, mp(M1), mp(M2, MiB), mp(M4, 2 * MiB), mp(M1), mp((1 << 39, 0x1000)), INFO,
+          unmap(*M1), mp((0x800000, 0x1000), vaddr=0x1000), mp(M4, 2 * MiB), INFO],
+         dma_entry_limit=2),
+    case("vfio/map/rlimit-memlock",
+         "without CAP_IPC_LOCK (dma->lock_cap false) pinning counts against RLIMIT_MEMLOCK "
+         "(16 pages here): 8 + 8 pages fit exactly, one page more is ENOMEM and leaves nothing "
+         "mapped; an unmap credits the pages back, also when a forked child unmaps (the "
+         "accounting goes to the mapping's mm) (vfio_pin_pages_remote, vfio_lock_acct)",
+         [mp((0x100000, 0x8000)), mp((0x200000, 0x8000), MiB), mp((0x300000, 0x1000), 2 * MiB), INFO,
+          unmap(0x100000, 0x8000), mp((0x300000, 0x1000), 2 * MiB), mp((0x400000, 0x8000), 3 * MiB),
+          unmap(0x200000, 0x8000, child=1), mp((0x400000, 0x8000), 3 * MiB)],
+         memlock=16 * 4096),
     case("vfio/map/iova-range-edges",
          "a mapping may start at the first and end at the last byte of each IOVA range "
          "(vfio_iommu_iova_dma_valid(iommu, iova, iova + size - 1): start >= node->start && "
