@@ -64,9 +64,12 @@ def elf_checks(elf: ELFFile, symbols: dict[str, int]) -> list[str]:
 
 # ---- encoding -------------------------------------------------------------
 
-_SD = {"absent": 0, "zero": 1, "set": 2}
+_SD = {"absent": 0, "zero": 1, "set": 2}     # 3: the entry with EAX = sd_eax
 _INSN = {"vmcall": 0, "vmmcall": 1}
 _FD = {"system": 0, "vcpu": 1}
+_CPU_MODE = {"real": 1, "compat": 2}
+# CPUID bits the payload keeps unless a key clears them (printed only when False)
+_CLEARABLE = ("time_ref", "reset", "ref_tsc", "reenlight", "crash", "post_msg", "tlb_flush")
 
 
 def _num(v) -> str:
@@ -81,9 +84,19 @@ normalise = model.normalise
 
 
 def env(probe: dict) -> dict:
-    """The CPU vendor, and whether cpu_smt_possible() (CPUID 0x40000004
-    NO_NONARCH_CORESHARING follows the SMT control)."""
-    return {"vendor": probe["vendor"], "smt": probe.get("smt_control") in ("on", "off")}
+    """The CPU vendor, whether cpu_smt_possible() (CPUID 0x40000004
+    NO_NONARCH_CORESHARING follows the SMT control), and whether KVM has its master
+    clock for the Hyper-V TSC page (the guest kernel's clocksource is tsc; a probe
+    that does not say is taken to, as x86-64 kernels default to it)."""
+    return {"vendor": probe["vendor"], "smt": probe.get("smt_control") in ("on", "off"),
+            "master_clock": probe.get("clocksource", "tsc") == "tsc"}
+
+
+def _sd(val, num=str) -> list[str]:
+    """The sd key(s) of a cpuid line (decimal) or a set_cpuid op (`num`: hex)."""
+    if isinstance(val, str):
+        return [f"sd={num(_SD[val])}"]
+    return [f"sd={num(3)}", f"sd_eax={_num(val)}"]
 
 
 def locate(script: dict, index: int, event: dict) -> tuple[int, str]:
@@ -100,8 +113,9 @@ def encode_one(index: int, script: dict) -> str:
              f"vm vcpus={len(s['vcpus'])} mode={s['mode']} quirk_fix={int(s['quirk_fix'])} "
              f"user_msr={int(s['user_msr'])}"]
     for i, v in enumerate(s["vcpus"]):
-        lines.append(f"cpuid {i} hv={int(v['hv'])} sd={_SD[v['sd']]} dm={int(v['dm'])} "
-                     f"dbg={int(v['dbg'])} hc={int(v['hc'])} xmm={int(v['xmm'])}")
+        cleared = "".join(f" {k}=0" for k in _CLEARABLE if not v[k])
+        lines.append(f"cpuid {i} hv={int(v['hv'])} {' '.join(_sd(v['sd']))} dm={int(v['dm'])} "
+                     f"dbg={int(v['dbg'])} hc={int(v['hc'])} xmm={int(v['xmm'])}{cleared}")
         if v["enforce"]:
             lines.append(f"enforce {i}")
     for a in s["actions"]:
@@ -114,7 +128,12 @@ def encode_one(index: int, script: dict) -> str:
             elif key == "fd":
                 val = _FD[val]
             elif key == "sd":
-                val = _SD[val]
+                kv += _sd(val, _num)
+                continue
+            elif key == "cpu_mode":
+                if val is None:
+                    continue
+                val = _CPU_MODE[val]
             kv.append(f"{key}={_num(val)}")
         lines.append(f"op {a['op']} " + " ".join(kv))
     lines.append("end")

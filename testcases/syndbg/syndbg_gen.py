@@ -152,7 +152,7 @@ def action(nr_vcpus: int, mode: int):
 
 
 @st.composite
-def scripts(draw, vendor: str = "amd", smt: bool = False):
+def scripts(draw, vendor: str = "amd", smt: bool = False, master_clock: bool = True):
     mode = draw(st.sampled_from([64, 64, 64, 32]))
     nr_vcpus = draw(st.sampled_from([1, 1, 2]))
     # Half of the scripts start as KDNet does (GUEST_OS_ID, then OPTIONS = USE_HCALLS), so
