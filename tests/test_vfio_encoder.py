@@ -42,6 +42,14 @@ def test_normalise_fills_defaults():
     ({"actions": [{"op": "get", "iova": 0, "size": 1 << 40, "fill": 1}]}, "fill=1"),
     ({"actions": [{"op": "info", "argsz": -1}]}, "not a u64"),
     ({"iommu": "v3", "actions": []}, "iommu must be"),
+    ({"actions": [{"op": "map", "iova": 0, "size": 0x1000, "vaddr": 0x400000}]}, "payload memory"),
+    ({"actions": [{"op": "map", "iova": 0, "size": 0x1000, "vaddr": 0xFFFFFFFFFF600000}]},
+     "payload memory"),
+    ({"actions": [{"op": "map", "iova": 0, "size": 0x1000, "arg": 2}]}, "map.arg"),
+    ({"actions": [{"op": "unmap", "iova": 0, "size": 0x1000, "child": 2}]}, "child"),
+    ({"memlock": -1, "actions": []}, "memlock"),
+    ({"dma_entry_limit": 1 << 32, "actions": []}, "dma_entry_limit"),
+    ({"colour": 1, "actions": []}, "unknown keys"),
 ])
 def test_normalise_rejects(script, message):
     with pytest.raises(ValueError, match=message):
@@ -51,6 +59,13 @@ def test_normalise_rejects(script, message):
 def test_encode_format():
     s = enc.normalise({"iommu": "v1", "actions": [{"op": "dirty", "flags": 1}, {"op": "devdirty"}]})
     assert enc.encode([s]).decode() == "S 1\nA dirty argsz=0x8 flags=0x1 null=0x0\nA devdirty\nE\n"
+
+
+def test_encode_script_settings_only_when_set():
+    s = enc.normalise({"iommu": "noiommu", "dma_entry_limit": 3, "memlock": 0x10000, "actions": []})
+    assert enc.encode([s]).decode() == "S 8 dma_entry_limit=0x3 memlock=0x10000\nE\n"
+    assert enc.encode([enc.normalise({"actions": []})]).decode() == "S 3\nE\n"
+    assert enc.locate(s, 0, {}) == (0, "setup iommu=noiommu dma_entry_limit=0x3 memlock=0x10000")
 
 
 def test_decode_splits_and_strips_tag():
@@ -77,6 +92,8 @@ def test_describe_locate_and_kinds():
     assert enc.locate(script, 1, {})[1].startswith("unmap argsz=0x30")
     assert gen.kind(a) == "unmap_bitmap"
     assert gen.kind({"op": "dirty", "flags": 3}) == "dirty_bad"
+    assert gen.kind({**a, "child": 1}) == "unmap_child"
+    assert gen.kind({**a, "flags": 2}) == "unmap_all"
 
 
 def _generate(seed: int, count: int) -> list[dict]:

@@ -297,3 +297,75 @@ def test_vaddr_unmap_rolls_back_the_mappings_it_invalidated():
                    {"op": "map", "iova": M2[0], "size": M2[1], "voff": 5 << 20, "flags": 4},
                    {"op": "map", "iova": M4[0], "size": M4[1], "voff": 6 << 20, "flags": 4}])
     assert [e["result"] for e in ev[-4:]] == ["ok", "EINVAL", "EINVAL", "ok"]
+
+
+# ---------------------------------------------------------------- rules added for rule coverage
+
+def test_noiommu_container_fails_set_iommu_and_runs_nothing():
+    events = model.predict(enc.normalise({"iommu": "noiommu", "actions": [{"op": "info"}]}))
+    assert events == [{"op": "setup", "iommu": 8, "result": "ENODEV", "step": "VFIO_SET_IOMMU"}]
+
+
+def test_info_chain_offsets_fields_and_untouched_bytes():
+    full, exact, short, a16 = run([{"op": "info"}, {"op": "info", "argsz": 116},
+                                   {"op": "info", "argsz": 115}, {"op": "info", "argsz": 16}])
+    assert [(c["id"], c["next"]) for c in full["caps"]] == [(2, 56), (3, 68), (1, 0)]
+    iova = full["caps"][2]
+    assert (iova["nr_iovas"], iova["reserved"]) == (2, 0)
+    assert full["pad"] == model.INFO_PAD and full["outside"] == []
+    assert exact["caps"] == full["caps"] and short["caps"] == [] and a16["caps"] == []
+
+
+def test_info_faults():
+    ev = run([{"op": "info", "arg": 1}, {"op": "info", "arg": 2}, {"op": "info", "argsz": 24, "arg": 2}])
+    assert [e["result"] for e in ev] == ["EFAULT", "EFAULT", "ok"]
+    assert (ev[2]["argsz"], ev[2]["cap_offset"]) == (116, 0)
+
+
+def test_map_wrap_and_bad_vaddr_order():
+    top = (1 << 64) - 0x1000
+    ev = run([S1[0], {"op": "map", "iova": top, "size": 0x2000},
+              {"op": "map", "iova": M1[0], "size": 0x2000, "vaddr": top},      # wrap before EEXIST
+              {"op": "map", "iova": 0x800000, "size": 0x1000, "vaddr": 0x1000},
+              {"op": "map", "iova": 0x800000, "size": 0x1000, "arg": 1}, {"op": "info"}])
+    assert [e["result"] for e in ev[1:5]] == ["EINVAL", "EINVAL", "EFAULT", "EFAULT"]
+    assert ev[-1]["caps"][1]["avail"] == 65534          # the failed pin gave its entry back
+
+
+def test_dma_entry_limit_gives_enospc_after_eexist():
+    script = enc.normalise({"dma_entry_limit": 1, "actions": [
+        S1[0], S1[1], S1[0], {"op": "info"}, {"op": "unmap", "iova": M1[0], "size": M1[1]}, S1[1]]})
+    ev = model.predict(script)[1:]
+    assert [e["result"] for e in ev] == ["ok", "ENOSPC", "EEXIST", "ok", "ok", "ok"]
+    assert ev[3]["caps"][1]["avail"] == 0
+
+
+def test_rlimit_memlock_counts_live_mappings():
+    a = {"op": "map", "iova": 0x100000, "size": 0x8000}
+    b = {"op": "map", "iova": 0x200000, "size": 0x9000, "voff": 1 << 20}
+    script = enc.normalise({"memlock": 16 * 4096, "actions": [
+        a, b, {"op": "unmap", "iova": 0x100000, "size": 0x8000, "child": 1}, b]})
+    assert [e["result"] for e in model.predict(script)[1:]] == ["ok", "ENOMEM", "ok", "ok"]
+
+
+def test_child_unmaps_like_the_parent():
+    mine = run(S1 + [START, {"op": "unmap", "flags": 1, "iova": M3[0], "size": M3[1]}])
+    child = run(S1 + [START, {"op": "unmap", "flags": 1, "iova": M3[0], "size": M3[1], "child": 1}])
+    assert mine == child and child[-1]["size"] == M3[1]
+
+
+def test_second_copy_from_user_faults():
+    ev = run(S1 + [START, get(*M1, arg=2), get(*M1, arg=2, argsz=47),
+                   {"op": "unmap", "flags": 1, "iova": M3[0], "size": M3[1], "arg": 2},
+                   {"op": "unmap", "iova": M3[0], "size": M3[1], "arg": 2}])
+    assert [e["result"] for e in ev[-4:]] == ["EFAULT", "EINVAL", "EFAULT", "ok"]
+    assert ev[-2]["size"] == M3[1]
+
+
+def test_rules_reached_name_the_kernel_branch():
+    from harness.reference import rules
+    with rules.reached() as seen:
+        run([{"op": "dirty", "flags": 1}], iommu="v1")
+    assert seen >= {"vfio_iommu_type1.c:vfio_iommu_type1_open:v1",
+                    "vfio_iommu_type1.c:vfio_iommu_type1_dirty_pages:not-v2-eacces"}
+    assert not set(model.UNREACHABLE) & seen

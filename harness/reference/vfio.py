@@ -614,7 +614,7 @@ class Container:
         user = UserBuffer(a["bsize"], a["fill"], a["data"])
         result, size = self._unmap(a, user)
         ev = {"op": "unmap", "result": result, "size": size}
-        if a["flags"] & UNMAP_GET_DIRTY_BITMAP and a["data"] == 0:
+        if a["flags"] & UNMAP_GET_DIRTY_BITMAP and a["data"] == 0:  # not a rule: rendering (the payload prints the buffer it passed)
             user.report(ev)
         return ev
 
@@ -751,7 +751,7 @@ class Container:
     def op_get(self, a: dict) -> dict:
         user = UserBuffer(a["bsize"], a["fill"], a["data"])
         ev = {"op": "get", "result": self._dirty({**a, "null": int(a["arg"] == ARG_NULL)}, user)}
-        if a["data"] == 0:
+        if a["data"] == 0:  # not a rule: rendering (the payload prints the buffer it passed)
             user.report(ev)
         return ev
 
