@@ -313,7 +313,7 @@ class _Vm:
 
 class _Model:
     def __init__(self, script: dict, profile: str):
-        if profile not in PROFILES:
+        if profile not in PROFILES:  # not a rule: input validation
             raise ValueError(f"unknown syndbg profile {profile!r}; known: {', '.join(PROFILES)}")
         self.s = normalise(script)
         self.v7 = profile == "v7"
@@ -468,8 +468,10 @@ class _Model:
                 self.vm.hypercall &= ~1
             return 0, None
         if msr == MSR_HYPERCALL:
+            hit("hyperv.c:kvm_hv_set_msr_pw:hypercall")
             return self._hypercall_set(value)
         if msr in OTHER_PW_MSRS:
+            hit("hyperv.c:kvm_hv_set_msr_pw:other-partition-wide")
             return self._other_set(v, msr, value, host)
         if self.v7:
             # v7 hyperv.c: void syndbg_set_msr(): silently ignored when inactive, exits
@@ -601,6 +603,7 @@ class _Model:
             hit("hyperv.c:kvm_hv_set_msr_pw:tsc-emulation-status-guest-sets")
             return 1, None           # kvm_hv_set_msr_pw(): the guest may only clear it
         if msr == MSR_REFERENCE_TSC:
+            hit("hyperv.c:kvm_hv_set_msr_pw:reference-tsc")
             return self._reference_tsc_set(v, value, host)
         # CRASH_P0-P4 (kvm_hv_msr_set_crash_data()), REENLIGHTENMENT_CONTROL,
         # TSC_EMULATION_CONTROL/STATUS: stored as written
@@ -865,6 +868,7 @@ class _Model:
             vector = UD
             return done()
         elif code == HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE:
+            hit("hyperv.c:kvm_hv_hypercall:flush-virtual-address-space")
             status = self._flush_space(fast, var_cnt, rep_cnt, rep_idx, ingpa)
         elif code == HVCALL_POST_MESSAGE:
             # rep, var_cnt or an inactive SynIC (never activated here: no

@@ -373,4 +373,195 @@ CASES = [
           {"op": "hv_cpuid", "fd": "system", "nent": 9}]),
 ]
 
+
+# ---- issue 10: the kernel rules no case checked before ----------------------------
+TSC_PAGE = 0x3E000              # a free guest page for the Hyper-V TSC page
+
+
+def real(action):
+    return {**action, "cpu_mode": "real"}
+
+
+def compat(action):
+    return {**action, "cpu_mode": "compat"}
+
+
+def enforce_bit(key):
+    """vCPU0: ENFORCE_CPUID with the bit clear; vCPU1: ENFORCE_CPUID with it; vCPU2: the
+    bit clear without ENFORCE_CPUID (never checked)."""
+    return [vcpu(enforce=True, **{key: False}), vcpu(enforce=True), vcpu(**{key: False})]
+
+
+def on_each(actions, n=3):
+    return [{**a, "vcpu": i} for i in range(n) for a in actions]
+
+
+CASES += [
+    # ---- 0x40000082.EAX: only bit 1 (HV_X64_SYNDBG_CAP_ALLOW_KERNEL_DEBUGGING) counts
+    case("gating/platform-caps-other-bits-without-bit1", "1.5",
+         "0x40000082.EAX with every bit but bit 1 (0xFFFFFFFD) leaves syndbg off: the MSRs "
+         "are #GP and the debug hypercalls INVALID_HYPERCALL_CODE (kvm_hv_is_syndbg_enabled "
+         "tests ALLOW_KERNEL_DEBUGGING only).",
+         [rd(STATUS), wr(SEND, 0x1000), osid(), hc(0x69), hc(0x6B), rd(STATUS, vcpu=1),
+          hc(0x6B, vcpu=1)],
+         vcpus=[vcpu(sd=0xFFFFFFFD), vcpu(sd=0x1)]),
+    case("gating/platform-caps-bit1-among-others", "1.5",
+         "Bit 1 among other 0x40000082.EAX bits (0xFFFFFFFF, 0x3, 0x80000002) enables syndbg "
+         "on each vCPU: MSRs work and the debug hypercall exits.",
+         [wr(SEND, 0x2000), osid(), opt(), rd(SEND, vcpu=1), rd(SEND, vcpu=2),
+          hc(0x6B, vcpu=0, result=0x10), hc(0x69, vcpu=1, result=0x11),
+          hc(0x6A, vcpu=2, result=0x12)],
+         vcpus=[vcpu(sd=0xFFFFFFFF), vcpu(sd=0x3), vcpu(sd=0x80000002)]),
+    case("cpuid/set-cpuid-same-table-other-spelling", "#40",
+         "After KVM_RUN, 0x40000082.EAX=2 written as a number is the same table as \"set\": "
+         "accepted; EAX=3 is a different table: EINVAL.",
+         [{"op": "nop"}, {"op": "set_cpuid", "sd": 2}, {"op": "set_cpuid", "sd": 3}, rd(SEND)]),
+
+    # ---- OPTIONS: only bit 2 (HV_X64_SYNDBG_OPTION_USE_HCALLS) counts
+    case("hcall/options-without-use-hcalls-operation-denied", "#28",
+         "OPTIONS non-zero but bit 2 clear (0x3, 0xFFFFFFFFFFFFFFFB): OPERATION_DENIED (8) for "
+         "POST, RETRIEVE and RESET; bit 2 among others (0xFFFFFFFFFFFFFFFF) exits.",
+         [osid(), wr(OPTIONS, 0x3), hc(0x69), hc(0x6A), hc(0x6B),
+          wr(OPTIONS, 0xFFFFFFFFFFFFFFFB), hc(0x69), hc(0x6A), hc(0x6B),
+          hset(OPTIONS, 0xFFFFFFFFFFFFFFFF), hc(0x6B, result=0x77)]),
+
+    # ---- the VMM edits run->hyperv.u.syndbg.msr before re-entry
+    case("msr/user-space-changes-exit-msr", "#18, #19",
+         "kvm_hv_syndbg_complete_userspace() copies u.syndbg.status to STATUS when u.syndbg.msr "
+         "is CONTROL at re-entry, whatever the exit was: a CONTROL exit rewritten to PENDING "
+         "(or to 0x12345678) copies nothing, a PENDING exit rewritten to CONTROL copies the "
+         "status (the VMM's, or the exit's 0 when it leaves it).",
+         [wr(STATUS, 0x11), wr(CONTROL, 1, status=0x22, exit_msr=PENDING), rd(STATUS),
+          wr(CONTROL, 2, status=0x23, exit_msr=0x12345678), rd(STATUS),
+          wr(PENDING, 0xD000, status=0x33, exit_msr=CONTROL), rd(STATUS),
+          wr(STATUS, 0x44), wr(PENDING, 0xE000, exit_msr=CONTROL), rd(STATUS),
+          wr(CONTROL, 3, status=0x55, exit_msr=CONTROL), hget(STATUS)]),
+
+    # ---- real mode and compatibility mode
+    case("hcall/real-mode-ud", "3.5",
+         "In real mode (CR0.PE clear) a Hyper-V hypercall gets #UD (kvm_hv_hypercall: "
+         "!is_protmode), no exit, registers untouched; the syndbg MSRs still work there.",
+         [osid(), opt(), real(hc(0x6B, result=1)), real(hc(0x69)), real(wr(SEND, 0x1234)),
+          real(rd(SEND)), real(rd(0x400000F0)), hc(0x6B, result=2)]),
+    case("hcall/real-mode-pv-path", "3.4",
+         "In real mode without GUEST_OS_ID the KVM PV ABI answers: nr from EAX, -KVM_ENOSYS "
+         "truncated to 32 bits; nr 1 (KVM_HC_VAPIC_POLL_IRQ) returns 0.",
+         [real(hc(0x6B)), real(hc(0x1))]),
+    case("abi32/compat-mode-register-pairs", "#39",
+         "Compatibility mode (EFER.LMA, CS.L=0) is not 64-bit for is_64_bit_hypercall(): "
+         "control in EDX:EAX, GPAs from EBX:ECX and EDI:ESI, the result in EDX:EAX.",
+         [osid(), opt(), compat(hc(0x6B | (0x12 << 32), ingpa=0x1234567800030000,
+                                   outgpa=0xABCDEF0000031000, result=0x1234567800000013)),
+          compat(hc(0x6B | (1 << 63))), compat(hc(0x10069))]),
+    case("abi32/compat-mode-foreign-insn-and-pv", "#37, 3.4",
+         "Compatibility mode: the foreign instruction is rewritten and exits; without "
+         "GUEST_OS_ID the PV path truncates -KVM_ENOSYS to 32 bits.",
+         [compat(hc(0x6B, insn="foreign")), osid(), opt(),
+          compat(hc(0x69, insn="foreign", result=0xFFFFFFFF00000001)),
+          compat(rd(OPTIONS)), compat(wr(RECV, 0x4000)), rd(RECV)]),
+
+    # ---- ENFORCE_CPUID access checks, one CPUID bit each
+    case("gating/enforce-reset-bit", "3.2",
+         "ENFORCE_CPUID without HV_MSR_RESET_AVAILABLE (FEATURES.EAX bit 7): RESET is #GP; "
+         "with the bit, or without ENFORCE_CPUID, it reads 0 and a write of 0 is fine.",
+         on_each([rd(RESET), wr(RESET, 0)]), vcpus=enforce_bit("reset")),
+    case("gating/enforce-time-ref-count-bit", "3.2",
+         "ENFORCE_CPUID without HV_MSR_TIME_REF_COUNT_AVAILABLE (FEATURES.EAX bit 1): "
+         "TIME_REF_COUNT reads #GP; otherwise it reads a clock; a guest write is #GP always.",
+         on_each([rd(TIME_REF_COUNT), wr(TIME_REF_COUNT, 0)]) + [hget(TIME_REF_COUNT)],
+         vcpus=enforce_bit("time_ref")),
+    case("gating/enforce-reference-tsc-bit", "3.2",
+         "ENFORCE_CPUID without HV_MSR_REFERENCE_TSC_AVAILABLE (FEATURES.EAX bit 9): "
+         "REFERENCE_TSC is #GP; otherwise it reads back what was written.",
+         [wr(REFERENCE_TSC, 0x3F000, vcpu=0), rd(REFERENCE_TSC, vcpu=0),
+          wr(REFERENCE_TSC, 0x3F000, vcpu=1), rd(REFERENCE_TSC, vcpu=1),
+          wr(REFERENCE_TSC, 0x3E000, vcpu=2), rd(REFERENCE_TSC, vcpu=2),
+          rd(REFERENCE_TSC, vcpu=0)],
+         vcpus=enforce_bit("ref_tsc")),
+    case("gating/enforce-reenlightenment-bit", "3.2",
+         "ENFORCE_CPUID without HV_ACCESS_REENLIGHTENMENT (FEATURES.EAX bit 13): "
+         "REENLIGHTENMENT_CONTROL, TSC_EMULATION_CONTROL and TSC_EMULATION_STATUS are #GP.",
+         on_each([wr(REENLIGHTENMENT, 0x11), rd(REENLIGHTENMENT), wr(TSC_EMU_CONTROL, 0x1),
+                  rd(TSC_EMU_CONTROL), wr(TSC_EMU_CONTROL, 0), wr(TSC_EMU_STATUS, 0),
+                  rd(TSC_EMU_STATUS)]),
+         vcpus=enforce_bit("reenlight")),
+    case("gating/enforce-crash-bit", "1.6",
+         "ENFORCE_CPUID without HV_FEATURE_GUEST_CRASH_MSR_AVAILABLE (FEATURES.EDX bit 10): "
+         "CRASH_P0-P4 and CRASH_CTL are #GP.",
+         on_each([wr(CRASH_P0, 0x5), rd(CRASH_P0), rd(CRASH_P4), wr(CRASH_CTL, 1), rd(CRASH_CTL)]),
+         vcpus=enforce_bit("crash")),
+    case("hcall/enforce-post-messages-bit", "3.5",
+         "ENFORCE_CPUID without HV_POST_MESSAGES (FEATURES.EBX bit 4): POST_MESSAGE is "
+         "ACCESS_DENIED before its own checks; an unknown code passes the access check "
+         "(INVALID_HYPERCALL_CODE).",
+         [osid()] + on_each([hc(0x5C), hc(0x5C | (1 << 63)), hc(0x6C)]),
+         vcpus=enforce_bit("post_msg")),
+    case("hcall/enforce-remote-tlb-flush-bit", "3.5",
+         "ENFORCE_CPUID without HV_X64_REMOTE_TLB_FLUSH_RECOMMENDED (0x40000004.EAX bit 2): "
+         "FLUSH_VIRTUAL_ADDRESS_SPACE is ACCESS_DENIED, slow or fast; otherwise it succeeds.",
+         [osid()] + on_each([hc(0x2), hc(0x10002), hc(0x2 | (1 << 17))]),
+         vcpus=enforce_bit("tlb_flush")),
+
+    # ---- REFERENCE_TSC with the enable bit: the TSC page
+    case("pw/reference-tsc-enable-guest", "3.2",
+         "A guest write of REFERENCE_TSC with the enable bit makes KVM write the TSC page "
+         "before the guest resumes (sequence 1), again with sequence + 1 on the next such "
+         "write; clearing the bit leaves the page alone; TIME_REF_COUNT still reads a clock.",
+         [wr(REFERENCE_TSC, TSC_PAGE | 1), peek(TSC_PAGE), rd(REFERENCE_TSC),
+          wr(REFERENCE_TSC, TSC_PAGE | 1), peek(TSC_PAGE), wr(REFERENCE_TSC, TSC_PAGE),
+          peek(TSC_PAGE), rd(TIME_REF_COUNT), hget(REFERENCE_TSC)]),
+    case("pw/reference-tsc-master-clock-rewrites-page", "3.2",
+         "A master clock update (the other vCPU's first KVM_RUN: its TSC matching request) "
+         "rewrites a set-up TSC page with sequence + 1 (kvm_hv_request_tsc_page_update).",
+         [wr(REFERENCE_TSC, TSC_PAGE | 1), peek(TSC_PAGE), {"op": "nop", "vcpu": 1},
+          peek(TSC_PAGE), {"op": "nop", "vcpu": 0}, peek(TSC_PAGE)], vcpus=[{}, {}]),
+    case("pw/reference-tsc-enable-host", "3.2",
+         "A host write with the enable bit writes the page only when the vCPU next runs; a "
+         "host write that clears the bit before that leaves nothing to write.",
+         [hset(REFERENCE_TSC, TSC_PAGE | 1), peek(TSC_PAGE), {"op": "nop"}, peek(TSC_PAGE),
+          hset(REFERENCE_TSC, 0x3F001), hset(REFERENCE_TSC, 0x3F000), {"op": "nop"},
+          peek(0x3F000), hget(REFERENCE_TSC)]),
+    case("pw/reference-tsc-outside-memory", "3.2",
+         "A TSC page outside guest memory cannot be read (the page is broken): the MSR keeps "
+         "the value and nothing is written.",
+         [wr(REFERENCE_TSC, 0x3000001), rd(REFERENCE_TSC), rd(TIME_REF_COUNT),
+          wr(REFERENCE_TSC, TSC_PAGE | 1), peek(TSC_PAGE)]),
+    case("pw/reference-tsc-unsafe-host-update", "3.2",
+         "With TSC_EMULATION_CONTROL set, a host change of a page the guest uses keeps the "
+         "guest's page (tsc_page_update_unsafe), and so does a master clock update; once "
+         "emulation is off the host change rewrites it.",
+         [wr(REFERENCE_TSC, TSC_PAGE | 1), hset(TSC_EMU_CONTROL, 1),
+          hset(REFERENCE_TSC, TSC_PAGE | 1), {"op": "nop"}, peek(TSC_PAGE),
+          {"op": "nop", "vcpu": 1}, peek(TSC_PAGE), hset(TSC_EMU_CONTROL, 0),
+          hset(REFERENCE_TSC, TSC_PAGE | 1), {"op": "nop"}, peek(TSC_PAGE)], vcpus=[{}, {}]),
+
+    # ---- paths no case took
+    case("msr/cpl3-rdmsr-wrmsr-gp", "3.2",
+         "RDMSR/WRMSR of a syndbg MSR at CPL3: #GP before KVM sees it, nothing stored.",
+         [rd(STATUS, cpl=3), wr(STATUS, 5, cpl=3), wr(CONTROL, 1, cpl=3), rd(STATUS)]),
+    case("host/unknown-msr-stops-msr-io", "#15",
+         "KVM_SET_MSRS/KVM_GET_MSRS of 0x400000F0 (not handled) process 0 MSRs.",
+         [hset(0x400000F0, 1), hget(0x400000F0), hget(0x400000FE)]),
+    case("hcall/no-hyperv-pv-path", "3.4",
+         "Without Hv#1 the Hyper-V path is off even after a GUEST_OS_ID write (which #GPs): "
+         "PV ABI, -KVM_ENOSYS, and 0 for KVM_HC_VAPIC_POLL_IRQ.",
+         [osid(), hc(0x6B, rax=0x6B), hc(0x6B, rax=1)], vcpus=[HV_OFF]),
+    case("hcall/unknown-code-invalid-code", "3.5",
+         "Codes KVM does not know (0x6C, 0x0, 0xFFFF) are INVALID_HYPERCALL_CODE, slow or fast.",
+         [osid(), opt(), hc(0x6C), hc(0x0), hc(0xFFFF), hc(0x1006C)]),
+    case("hcall/registers-preserved", "1.4",
+         "Every hypercall outcome (exit, status, #UD at CPL3, PV path, rewritten foreign "
+         "instruction) leaves the registers that carry no output as they were: RBX, RSI, RDI, "
+         "R9-R14 hold sentinels, RCX/R8 the input.",
+         [hc(0x6B, rax=0x1234), osid(), hc(0x6B), opt(), hc(0x6B, result=0x99),
+          hc(0x6B, cpl=3), hc(0x6B, insn="foreign", result=0x98), hc(0x10002)]),
+    case("abi32/registers-preserved", "1.4",
+         "32-bit protected mode: EBX:ECX and EDI:ESI (the GPAs) and R8-R14 are preserved by "
+         "every outcome; only EDX:EAX change.",
+         [hc(0x6B, ingpa=0x1111111122222222, outgpa=0x3333333344444444), osid(),
+          hc(0x6B, ingpa=0x5555555566666666, outgpa=0x7777777788888888), opt(),
+          hc(0x6A, ingpa=0x99999999AAAAAAAA, outgpa=0xBBBBBBBBCCCCCCCC, result=0xDDDDDDDDEEEEEEEE),
+          hc(0x6B, insn="foreign", result=0x12)], mode=32),
+]
+
 assert len({c["id"] for c in CASES}) == len(CASES), "duplicate case ids"
