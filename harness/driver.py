@@ -309,7 +309,7 @@ class Suite:
                 return
             if key not in known:
                 if time.monotonic() > deadline:
-                    return
+                    raise _BudgetSpent()
                 try:
                     known[key] = session.ask(script)
                 except HarnessError as e:
@@ -319,10 +319,13 @@ class Suite:
                 failing.append(script)
                 raise _Failing()
 
+        spent = False
         try:
             search(self.strategy())
         except _Failing:
             pass
+        except _BudgetSpent:
+            spent = True
         except Exception as e:   # hypothesis itself (Flaky, ...): keep the original
             broke.append(f"{type(e).__name__}: {e}")
         finally:
@@ -331,12 +334,20 @@ class Suite:
             return None, f"shrinking broke ({broke[0]}): the original script is reported"
         if not failing:
             return None, "the shrinker did not reproduce it: the original script is reported"
-        smallest = failing[-1]   # hypothesis replays the minimal failing example last
-        return smallest, f"shrunk to {len(smallest['actions'])} actions in {session.asked} guest runs"
+        # Each failing example the shrinker accepts is smaller than the last; at the end
+        # hypothesis replays the minimal one.
+        smallest = min(failing, key=lambda s: (len(s["actions"]), len(_key(s))))
+        budget = f" (budget of {self.feature.shrink_budget_s:.0f} s spent)" if spent else ""
+        return smallest, f"shrunk to {len(smallest['actions'])} actions in {session.asked} guest runs{budget}"
 
 
 class _Failing(Exception):
     """Raised inside the hypothesis search for a diverging script."""
+
+
+class _BudgetSpent(BaseException):
+    """Ends the hypothesis search when the shrink budget is spent (a BaseException,
+    so hypothesis does not take it for a failure to shrink)."""
 
 
 class _Session:

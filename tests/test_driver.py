@@ -2,6 +2,8 @@
 rules: a stand-in guest answers with a model's predictions (tests/standin.py)."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import json
 import shlex
@@ -25,9 +27,10 @@ PROBE = {"vendor": "amd", "smt_control": "notsupported",
                   "x86_user_space_msr": 1}}
 
 
-def syndbg_suite(predict=m.predict, probe=PROBE, kernel=None, **kw):
+def syndbg_suite(predict=m.predict, probe=PROBE, kernel=None, shrink_budget_s=180.0, **kw):
     guest = StandinGuest(predict, probe, **kw)
-    suite = Suite(features.get("syndbg"), guest, "mainline", kernel or Kernel())
+    row = dataclasses.replace(features.get("syndbg"), shrink_budget_s=shrink_budget_s)
+    suite = Suite(row, guest, "mainline", kernel or Kernel())
     guest.attach(suite)
     return suite, guest
 
@@ -49,6 +52,17 @@ def status_write_exits(script):
         m._Model.hv_set_msr = orig
 
 
+COUNT = "30"    # random scripts per test run: enough for the mutant, short in make test
+
+
+@functools.lru_cache(maxsize=None)
+def diverging_seed() -> int:
+    """The first seed whose COUNT scripts reach the mutant (the strategy decides which)."""
+    suite, _ = syndbg_suite()
+    return next(seed for seed in range(1, 50)
+                if any(status_write_exits(s) != m.predict(s) for s in suite.generate(seed, int(COUNT))))
+
+
 def replay_script(line: str) -> dict:
     return json.loads(shlex.split(line)[0].split("=", 1)[1])
 
@@ -56,17 +70,17 @@ def replay_script(line: str) -> dict:
 # ---- random op-scripts, shrinking, replay ---------------------------------------
 
 def test_random_finds_shrinks_in_one_stream_and_replays_a_mutant(monkeypatch):
-    monkeypatch.setenv("KVMCONF_SYNDBG_RANDOM", "100")
-    suite, guest = syndbg_suite(status_write_exits)
+    monkeypatch.setenv("KVMCONF_SYNDBG_RANDOM", COUNT)
+    seed = diverging_seed()
+    suite, guest = syndbg_suite(status_write_exits, shrink_budget_s=15.0)
     rec = Recorder()
     with pytest.raises(Divergence) as caught:
-        suite.random(1, rec, "kvmconf run --seed 1")
+        suite.random(seed, rec, f"kvmconf run --seed {seed}")
     found = caught.value
     assert found.field == "exits.length" and found.expected == 0 and found.observed == 1
     assert "wrmsr 0x400000f2" in found.action
     (feature, seed, scripts, actions, kinds, diverged), = rec.random
-    assert (feature, seed, scripts) == ("syndbg", 1, 100) and diverged > 0
-    assert all(kinds.values()), kinds
+    assert (feature, seed, scripts) == ("syndbg", seed, int(COUNT)) and diverged > 0
     # every shrink candidate went to one streamed payload process, closed afterwards
     (stream,) = guest.streams
     assert stream.sent > 0 and stream.closed
@@ -78,23 +92,39 @@ def test_random_finds_shrinks_in_one_stream_and_replays_a_mutant(monkeypatch):
     assert again.value.as_record() == found.as_record()
 
 
+def test_the_shrink_budget_ends_the_search_with_the_smallest_script_so_far(monkeypatch):
+    monkeypatch.setenv("KVMCONF_SYNDBG_RANDOM", COUNT)
+    seed = diverging_seed()
+    suite, guest = syndbg_suite(status_write_exits, shrink_budget_s=0.0)
+    rec = Recorder()
+    with pytest.raises(Divergence) as caught:
+        suite.random(seed, rec, "kvmconf run")
+    assert "(budget of 0 s spent)" in caught.value.detail
+    assert guest.streams == [] or guest.streams[0].sent == 0     # no candidate ran
+    first = next(s for s in suite.generate(seed, int(COUNT)) if status_write_exits(s) != m.predict(s))
+    assert replay_script(rec.fields["reproduce"]) == first
+
+
 def test_random_on_the_model_itself_agrees_and_records_the_profiles(monkeypatch):
-    monkeypatch.setenv("KVMCONF_SYNDBG_RANDOM", "100")
+    monkeypatch.setenv("KVMCONF_SYNDBG_RANDOM", "100")    # every action kind drawn
     suite, _ = syndbg_suite()
     rec = Recorder()
     suite.random(3, rec, "kvmconf run")
     assert "mainline" in rec.profiles
-    assert rec.random[0][5] == 0
+    (_, _, scripts, _, kinds, diverged), = rec.random
+    assert scripts == 100 and diverged == 0 and all(kinds.values()), kinds
+    assert rec.coverage["random"]
 
 
 def test_a_shrink_that_breaks_keeps_the_original_fail_and_its_script(monkeypatch):
-    monkeypatch.setenv("KVMCONF_SYNDBG_RANDOM", "100")
+    monkeypatch.setenv("KVMCONF_SYNDBG_RANDOM", COUNT)
+    seed = diverging_seed()
     suite, _ = syndbg_suite(status_write_exits, stream_error="ssh 127.0.0.1:1: Channel closed.")
     rec = Recorder()
     with pytest.raises(Divergence) as caught:
-        suite.random(1, rec, "kvmconf run")
+        suite.random(seed, rec, "kvmconf run")
     assert "shrinking broke (ssh 127.0.0.1:1: Channel closed.)" in caught.value.detail
-    first = next(s for s in suite.generate(1, 100) if status_write_exits(s) != m.predict(s))
+    first = next(s for s in suite.generate(seed, int(COUNT)) if status_write_exits(s) != m.predict(s))
     assert replay_script(rec.fields["reproduce"]) == first
 
 
@@ -102,8 +132,8 @@ def test_generation_is_seeded_for_every_feature():
     for name in ("syndbg", "vfio"):
         guest = StandinGuest(None, PROBE)
         suite = Suite(features.get(name), guest, features.get(name).profiles[0], Kernel())
-        a = suite.generate(5, 40)
-        assert a == suite.generate(5, 40) and a != suite.generate(6, 40)
+        a = suite.generate(5, 15)
+        assert a == suite.generate(5, 15) and a != suite.generate(6, 15)
         for script in a:
             suite.model.predict(script, suite.profile)
             suite.codec.encode([script])
