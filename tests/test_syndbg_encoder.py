@@ -120,3 +120,33 @@ def test_locate_names_the_op_script_step():
     assert pl.locate(s, 0, {"op": "setup", "ok": True}) == (0, "setup")
 
 
+
+
+def test_encode_new_cpuid_keys_modes_and_exit_msr():
+    text = pl.encode([{"vcpus": [{"sd": 0xFFFFFFFD, "crash": False, "tlb_flush": False}],
+                       "actions": [{"op": "hcall", "insn": "native", "control": 0x6B, "cpu_mode": "real"},
+                                   {"op": "rdmsr", "msr": m.MSR_STATUS, "cpu_mode": "compat"},
+                                   {"op": "wrmsr", "msr": m.MSR_CONTROL, "value": 1, "status": 2,
+                                    "exit_msr": m.MSR_PENDING},
+                                   {"op": "set_cpuid", "sd": 3, "post_msg": False}]}]).decode()
+    lines = text.splitlines()
+    assert lines[2] == "cpuid 0 hv=1 sd=3 sd_eax=0xfffffffd dm=1 dbg=1 hc=1 xmm=1 crash=0 tlb_flush=0"
+    assert "cpu_mode=0x1" in lines[3] and "cpu_mode=0x2" in lines[4]
+    assert "status=0x2 exit_msr=0x400000f5" in lines[5]
+    assert lines[6] == "op set_cpuid sd=0x3 sd_eax=0x3 post_msg=0 vcpu=0x0"
+
+
+def test_env_reads_the_probe():
+    probe = {"vendor": "amd", "smt_control": "notsupported", "clocksource": "tsc"}
+    assert pl.env(probe) == {"vendor": "amd", "smt": False, "master_clock": True}
+    assert pl.env({**probe, "clocksource": "hpet", "smt_control": "on"})["master_clock"] is False
+    assert pl.env({"vendor": "intel"})["master_clock"] is True       # an older probe
+
+
+def test_elf_checks_need_the_real_mode_vectors(built_payload):
+    symbols = dict(built_payload.symbols)
+    symbols["g16_ivt"] = symbols["__stop_guest_text"] + 0x100
+    from elftools.elf.elffile import ELFFile
+    with open(built_payload.path, "rb") as f:
+        assert pl.elf_checks(ELFFile(f), symbols) == [
+            f"g16_ivt at {symbols['g16_ivt']:#x} is outside guest_text"]

@@ -250,3 +250,83 @@ def test_hypercall_page_peek():
               {"op": "wrmsr", "msr": m.MSR_HYPERCALL, "value": 0x50001},
               {"op": "peek", "gpa": 0x50000}, {"op": "peek", "gpa": 0x30000}])
     assert ev[2]["value"] == 0xC3D9010F and ev[3]["value"] == 0
+
+
+# ---- issue 10: the rules no case checked before --------------------------------------
+
+def test_only_platform_caps_bit1_enables_syndbg():
+    for eax, on in ((0xFFFFFFFD, False), (0x1, False), (0x2, True), (0x3, True), (0xFFFFFFFF, True)):
+        ev = run(KDNET + [rd(m.MSR_SEND), hc(0x6B, result=5)], vcpus=[{"sd": eax}])
+        assert (ev[2]["vector"] is None) is on, hex(eax)
+        assert ev[3]["rax"] == (5 if on else 2), hex(eax)
+    # "set" and EAX 2 are the same CPUID table; EAX 3 is not (kvm_cpuid_check_equal)
+    ev = run([{"op": "nop"}, {"op": "set_cpuid", "sd": 2}, {"op": "set_cpuid", "sd": 3}])
+    assert [e["ret"] for e in ev[1:]] == [0, -1]
+
+
+def test_operation_denied_without_use_hcalls_bit():
+    for options, status in ((0x3, 8), (0xFFFFFFFFFFFFFFFB, 8), (0xFFFFFFFFFFFFFFFF, 0x42)):
+        ev = run([wr(m.MSR_GUEST_OS_ID, OSID), wr(m.MSR_OPTIONS, options), hc(0x69, result=0x42)])
+        assert ev[2]["rax"] == status
+
+
+def test_completion_follows_the_msr_user_space_leaves():
+    ev = run([wr(m.MSR_STATUS, 0x11), wr(m.MSR_CONTROL, 1, status=0x22, exit_msr=m.MSR_PENDING),
+              rd(m.MSR_STATUS), wr(m.MSR_PENDING, 0xD000, status=0x33, exit_msr=m.MSR_CONTROL),
+              rd(m.MSR_STATUS), wr(m.MSR_PENDING, 0xE000, exit_msr=m.MSR_CONTROL), rd(m.MSR_STATUS)])
+    assert ev[1]["exits"][0]["msr"] == m.MSR_CONTROL       # the exit shows KVM's msr
+    assert [ev[i]["value"] for i in (2, 4, 6)] == [0x11, 0x33, 0]
+
+
+def test_real_and_compatibility_mode():
+    ev = run(KDNET + [hc(0x6B, cpu_mode="real"), hc(0x6B, cpu_mode="compat", result=0x100000002),
+                      rd(m.MSR_OPTIONS, cpu_mode="real")])
+    assert ev[2]["vector"] == 6 and ev[2]["exits"] == [] and ev[2]["rax"] == 0x6B
+    assert ev[3]["exits"][0]["type"] == 2 and (ev[3]["rdx"], ev[3]["rax"]) == (1, 2)
+    assert ev[4]["value"] == 4
+    assert run([hc(0x6B, cpu_mode="real")])[0]["rax"] == 0xFFFFFC18       # PV path, 32-bit
+    with pytest.raises(ValueError):
+        m.predict({"actions": [hc(0x6B, cpu_mode="real", insn="foreign")]})
+    with pytest.raises(ValueError):
+        m.predict({"actions": [hc(0x6B, cpu_mode="compat", cpl=3)]})
+
+
+@pytest.mark.parametrize("key,msr", [("time_ref", m.MSR_TIME_REF_COUNT), ("reset", m.MSR_RESET),
+                                     ("ref_tsc", m.MSR_REFERENCE_TSC),
+                                     ("reenlight", m.MSR_TSC_EMULATION_CONTROL),
+                                     ("crash", m.MSR_CRASH_P0), ("hc", m.MSR_GUEST_OS_ID),
+                                     ("dm", m.MSR_SEND)])
+def test_enforce_cpuid_bit_gates_its_msrs(key, msr):
+    vcpus = [{key: False, "enforce": True}, {"enforce": True}, {key: False}]
+    ev = run([rd(msr, vcpu=i) for i in range(3)], vcpus=vcpus)
+    assert [e["vector"] for e in ev] == [13, None, None]
+
+
+def test_enforce_cpuid_hypercall_access():
+    vcpus = [{"post_msg": False, "tlb_flush": False, "enforce": True}, {"enforce": True}]
+    acts = [wr(m.MSR_GUEST_OS_ID, OSID)] + [hc(c, vcpu=i) for i in (0, 1) for c in (0x5C, 0x2, 0x6C)]
+    assert [e["rax"] for e in run(acts, vcpus=vcpus)[1:]] == [6, 6, 2, 3, 0, 2]
+
+
+def test_tsc_page():
+    page = 0x3E000
+    ev = run([wr(m.MSR_REFERENCE_TSC, page | 1), {"op": "peek", "gpa": page},
+              {"op": "nop", "vcpu": 1}, {"op": "peek", "gpa": page},
+              {"op": "set_msr", "msr": m.MSR_TSC_EMULATION_CONTROL, "value": 1},
+              {"op": "set_msr", "msr": m.MSR_REFERENCE_TSC, "value": page | 1}, {"op": "nop"},
+              {"op": "peek", "gpa": page}, rd(m.MSR_TIME_REF_COUNT)], vcpus=[{}, {}])
+    assert [ev[i]["value"] for i in (1, 3, 7, 8)] == [1, 2, 2, 1]
+    # no master clock: the page keeps sequence 0 (HV_TSC_PAGE_BROKEN)
+    ev = run([wr(m.MSR_REFERENCE_TSC, page | 1), {"op": "peek", "gpa": page}], master_clock=False)
+    assert ev[1]["value"] == 0
+    with pytest.raises(ValueError):     # the clock-dependent scale is not predicted
+        m.predict({"actions": [wr(m.MSR_REFERENCE_TSC, page | 1), {"op": "peek", "gpa": page + 8}]})
+
+
+def test_hypercalls_preserve_the_other_registers():
+    ev = run(KDNET + [hc(0x6B), hc(0x6B, cpl=3), hc(0x6B, insn="foreign", result=3)])
+    for e in ev[2:]:
+        assert e["preserved"] == {**m.SENTINELS, "rcx": 0x6B, "r8": 0x31000}
+    ev = run([hc(0x6B, ingpa=0x1111111122222222, outgpa=0x3333333344444444)], mode=32)
+    assert ev[0]["preserved"] == {**m.SENTINELS, "rbx": 0x11111111, "rcx": 0x22222222,
+                                  "rsi": 0x44444444, "rdi": 0x33333333}

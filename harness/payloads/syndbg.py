@@ -25,7 +25,10 @@ SITES = {
 }
 # Symbols the payload needs in its guest code blob.
 REQUIRED = ("__start_guest_text", "__stop_guest_text", "g64_vectors", "g32_vectors",
-            "g64_rdmsr", "g64_wrmsr", "g64_nop", "g32_rdmsr", "g32_wrmsr", "g32_nop")
+            "g64_rdmsr", "g64_wrmsr", "g64_nop", "g32_rdmsr", "g32_wrmsr", "g32_nop",
+            "g16_vectors", "g16_ivt")
+# Real mode reaches guest_text through CS (base GPA_CODE, 64 KiB limit): these must lie in it.
+IN_TEXT = ("g16_vectors", "g16_ivt")
 
 MAX_LINE = 16384          # a payload event line is at most 8 KiB (guests/lib/json.h)
 
@@ -48,7 +51,8 @@ def elf_checks(elf: ELFFile, symbols: dict[str, int]) -> list[str]:
     start, stop = symbols["__start_guest_text"], symbols["__stop_guest_text"]
     if not start < stop or stop - start > 0x10000:
         return [f"guest_text [{start:#x}, {stop:#x}) is empty or larger than the 64 KiB guests/lib copies"]
-    problems = []
+    problems = [f"{name} at {symbols[name]:#x} is outside guest_text" for name in IN_TEXT
+                if not start <= symbols[name] < stop]
     for name, want in SITES.items():
         addr = symbols[name]
         if not start <= addr < stop:

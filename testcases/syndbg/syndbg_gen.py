@@ -82,8 +82,18 @@ def msr_value(msr_strategy=msrs, tsc_enable: bool = True):
     return st.tuples(msr_strategy, st.one_of(interesting, interesting, u64)).map(fix)
 
 
+ENABLED = {"hv": True, "sd": "set", "dm": True, "dbg": True, "hc": True, "xmm": True,
+           "time_ref": True, "reset": True, "ref_tsc": True, "reenlight": True, "crash": True,
+           "post_msg": True, "tlb_flush": True}
+
+
 @st.composite
 def vcpu_config(draw):
+    # weight: half of the vCPUs have everything KVM offers (the KDNet setup), with or
+    # without ENFORCE_CPUID, so that the syndbg MSRs and hypercalls work often
+    if draw(st.booleans()):
+        return {**ENABLED, "enforce": draw(st.booleans())}
+
     def clear(p_of_4=1):             # weight: a CPUID bit is cleared in p_of_4 of 4 vCPUs
         return draw(st.integers(0, 3)) >= p_of_4
     sd = draw(st.sampled_from(["set", "set", "set", "zero", "absent", "absent", 0xFFFFFFFD,
@@ -302,6 +312,14 @@ def scenario(nr_vcpus: int, mode: int):
                    cpu_mode=mode_, result=draw(st.sampled_from([0, 0x1234567800000013])))]
 
     @st.composite
+    def syndbg_msrs(draw):   # syndbg_set_msr() / syndbg_get_msr(): the six MSRs
+        acts = []
+        for msr in draw(st.lists(st.sampled_from(SYNDBG_MSRS), min_size=1, max_size=3)):
+            value = draw(st.one_of(st.sampled_from([0, 1, 4, 0x1000, 0xFFFFFFFFFFFFFFFF]), u64))
+            acts.append(wr(msr, value, draw(vcpu)))
+        return acts + [{"op": "rdmsr", "vcpu": draw(vcpu), "msr": STATUS, "cpl": 0}]
+
+    @st.composite
     def host_unknown(draw):  # __msr_io() stops at an MSR KVM does not handle
         op = draw(st.sampled_from(["set_msr", "get_msr"]))
         a = {"op": op, "vcpu": draw(vcpu), "msr": draw(st.sampled_from(UNHANDLED))}
@@ -309,10 +327,12 @@ def scenario(nr_vcpus: int, mode: int):
             a["value"] = 1
         return [a]
 
-    # weight: hypercall statuses and access checks three times, the others once or twice
+    # weight: the syndbg MSRs, hypercall statuses and access checks three times, the
+    # others once or twice
     return st.one_of(access(), access(), access(), tsc_page(), tsc_page(), requests(), requests(),
                      hypercall_page(), hypercalls(), hypercalls(), hypercalls(), syndbg_exit(),
-                     other_mode(), other_mode(), host_unknown())
+                     syndbg_msrs(), syndbg_msrs(), syndbg_msrs(), other_mode(), other_mode(),
+                     host_unknown())
 
 
 def chunks(nr_vcpus: int, mode: int):
