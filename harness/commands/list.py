@@ -46,7 +46,7 @@ def collect_cases() -> list[dict]:
 
 
 def feature_facts(row: features.Feature) -> dict:
-    return {"name": row.name, "title": row.title, "built": True, "machine": sorted(row.machine),
+    return {"name": row.name, "title": row.title, "machine": sorted(row.machine),
             "needs_hardware": row.needs_hardware, "profiles": list(row.profiles),
             "default_profile": row.profiles[0], "kernel_files": list(row.kernel_files),
             "modules": list(row.modules), "config": str(row.config_fragment) if row.config else None,
