@@ -50,6 +50,7 @@ def test_normalise_fills_defaults():
     ({"memlock": -1, "actions": []}, "memlock"),
     ({"dma_entry_limit": 1 << 32, "actions": []}, "dma_entry_limit"),
     ({"colour": 1, "actions": []}, "unknown keys"),
+    ({"actions": [{"op": "unmap", "iova": 0, "size": 0x1000, "argsz": 1 << 32}]}, "not a u32"),
 ])
 def test_normalise_rejects(script, message):
     with pytest.raises(ValueError, match=message):

@@ -369,3 +369,10 @@ def test_rules_reached_name_the_kernel_branch():
     assert seen >= {"vfio_iommu_type1.c:vfio_iommu_type1_open:v1",
                     "vfio_iommu_type1.c:vfio_iommu_type1_dirty_pages:not-v2-eacces"}
     assert not set(model.UNREACHABLE) & seen
+
+
+def test_unmap_reports_the_fields_copied_back():
+    ev = run(S1 + [{"op": "unmap", "iova": M3[0], "size": M3[1], "argsz": 40, "flags": 0},
+                   {"op": "unmap", "iova": M3[0], "size": 0x1000, "argsz": 23}])
+    assert [(e["result"], e["argsz"], e["flags"], e["iova"], e["size"]) for e in ev[-2:]] == [
+        ("ok", 40, 0, M3[0], M3[1]), ("EINVAL", 23, 0, M3[0], 0x1000)]

@@ -54,7 +54,8 @@
  *   child: 1 = a forked child issues the unmap on the inherited container
  *   fd (argument and bitmap in shared memory); the parent reports it.
  *
- * info fills its 8 KiB buffer with 0xa5 first and reports the header (pad =
+ * unmap reports the four fields the kernel copies back (size, argsz, flags,
+ * iova).  info fills its 8 KiB buffer with 0xa5 first and reports the header (pad =
  * bytes 20-23), every capability of the chain with its `next`, and
  * "outside": [[offset, byte], ...] for bytes beyond the header that lie in
  * no capability and changed.
@@ -811,7 +812,11 @@ static void vfio_op_unmap(const struct kv *a, const char *line)
 		err = vfio_ioctl(vp.cfd, VP_IOMMU_UNMAP_DMA, u);
 	ev_begin(&j, "unmap");
 	json_str(&j, "result", vfio_errname(err));
+	/* copy_to_user(arg, &unmap, minsz): argsz, flags, iova echoed, size unmapped */
 	json_u64(&j, "size", u ? u->size : local.size);
+	json_u64(&j, "argsz", u ? u->argsz : local.argsz);
+	json_u64(&j, "flags", u ? u->flags : local.flags);
+	json_u64(&j, "iova", u ? u->iova : local.iova);
 	if (with_bitmap)
 		vfio_ubuf_emit(&j, &ub);
 	json_end_line(&j);

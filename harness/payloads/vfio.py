@@ -85,6 +85,9 @@ def normalise_action(action: dict) -> dict:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
             raise ValueError(f"vfio op-script: {op}.{key} = {value!r} is not a u64")
         out[key] = value
+    for key in ("argsz", "flags"):          # __u32 in every struct
+        if key in out and out[key] >= 1 << 32:
+            raise ValueError(f"vfio op-script: {op}.{key} = {out[key]:#x} is not a u32")
     if op in ("info", "map", "unmap", "get") and out["arg"] > (1 if op == "map" else 2):
         raise ValueError(f"vfio op-script: {op}.arg must be 0 (buffer), 1 (NULL)"
                          + ("" if op == "map" else " or 2 (split)"))

@@ -613,7 +613,10 @@ class Container:
     def op_unmap(self, a: dict) -> dict:
         user = UserBuffer(a["bsize"], a["fill"], a["data"])
         result, size = self._unmap(a, user)
-        ev = {"op": "unmap", "result": result, "size": size}
+        # copy_to_user(arg, &unmap, minsz) on success writes back argsz, flags
+        # and iova as read (and the size unmapped); on an error nothing is written
+        ev = {"op": "unmap", "result": result, "size": size, "argsz": a["argsz"], "flags": a["flags"],
+              "iova": a["iova"]}
         if a["flags"] & UNMAP_GET_DIRTY_BITMAP and a["data"] == 0:  # not a rule: rendering (the payload prints the buffer it passed)
             user.report(ev)
         return ev
