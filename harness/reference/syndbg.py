@@ -185,7 +185,7 @@ UNREACHABLE = {
     "hyperv.c:kvm_vcpu_ioctl_get_hv_cpuid:v7-entries": _V7,
     "hyperv.c:kvm_get_hv_cpuid:smt-possible":
         "cpu_smt_possible() is false in the guest kernel here (QEMU -smp 2 gives one "
-        "thread per core: /sys/devices/system/cpu/smt/control reads notsupported)",
+        "thread per core; /sys/devices/system/cpu/smt/control is neither on nor off)",
     "hyperv.c:kvm_get_hv_cpuid:evmcs":
         "the machine's CPU is AMD (EPYC under TCG): kvm-amd has no enlightened VMCS",
     "hyperv.c:compute_tsc_page_parameters:tsc-not-stable":
@@ -544,8 +544,9 @@ class _Model:
             hit("hyperv.c:kvm_hv_get_msr_pw:reset-reads-zero")
             return 0, 0
         if msr == MSR_TIME_REF_COUNT:
-            # get_time_ref_counter(): 100 ns units since the VM was created, from
-            # kvmclock or the TSC page; the payload prints a plausible count as 1
+            # hyperv.c get_time_ref_counter: 100 ns units since the VM was created, from
+            # kvmclock or the TSC page; the payload prints a plausible count as 1 (the
+            # value is a clock, so the function is cited without "()": not a mutation scope)
             hit("hyperv.c:kvm_hv_get_msr_pw:time-ref-count-clock")
             return 0, 1
         if msr in OTHER_PW_MSRS:
@@ -671,8 +672,10 @@ class _Model:
             return
         self._mem_write(gpa, bytes(4))           # tsc_sequence = 0 first
         if not self.s["master_clock"]:
-            # compute_tsc_page_parameters(): no PVCLOCK_TSC_STABLE_BIT without KVM's
-            # master clock: HV_TSC_PAGE_BROKEN, the page keeps sequence 0
+            # hyperv.c compute_tsc_page_parameters: no PVCLOCK_TSC_STABLE_BIT without KVM's
+            # master clock: HV_TSC_PAGE_BROKEN, the page keeps sequence 0 (only this test
+            # is observable, the scale and offset are clock-dependent: cited without "()",
+            # so it is not a mutation scope)
             hit("hyperv.c:compute_tsc_page_parameters:tsc-not-stable")
             vm.tsc_status = TSC_BROKEN
             return
