@@ -292,3 +292,16 @@ def test_profile_verdict_is_null_when_no_profile_explains_every_case(tmp_path):
     assert _record(tmp_path, [("syndbg/a", "FAIL", ["v7"]), ("syndbg/b", "ERROR", None)]) is None
     assert _record(tmp_path, [("syndbg/a", "FAIL", None)]) is None     # a kernel report
     assert _record(tmp_path, [("syndbg/a", "SKIP", None)]) is None     # nothing observed
+
+
+def test_a_seed_draws_the_same_scripts_whatever_else_is_loaded():
+    """hypothesis would mix in constants of every loaded project module: not for us."""
+    import subprocess
+    import sys
+    code = ("import json, sys, tests.test_mutate_campaign, tests.test_model_rules\n"
+            "from harness import features\nfrom harness.driver import Suite\nfrom tests.standin import Kernel\n"
+            "print(json.dumps(Suite(features.get('vfio'), None, '6.1', Kernel()).generate(2, 20)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    here = Suite(features.get("vfio"), None, "6.1", Kernel()).generate(2, 20)
+    assert json.loads(done.stdout) == here
