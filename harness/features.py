@@ -173,7 +173,9 @@ ROWS = (
         # hyperv.c's MSR, CPUID and hypercall dispatchers also serve SynIC, stimers
         # and TLB flushes: only the cases the model covers are mutated.
         mutate_case_scope=r"SYNDBG|DEBUG|GUEST_OS_ID|HYPERCALL|FEATURES|INTERFACE|VENDOR|"
-                          r"HVCALL_POST|HVCALL_RETRIEVE|HVCALL_RESET|default",
+                          r"HVCALL_POST|HVCALL_RETRIEVE|HVCALL_RESET|REFERENCE_TSC|TIME_REF_COUNT|"
+                          r"CRASH|REENLIGHTENMENT|TSC_EMULATION|HV_X64_MSR_RESET|"
+                          r"HVCALL_FLUSH_VIRTUAL_ADDRESS_SPACE|default",
         requirements=(
             # Hyper-V emulation became optional (CONFIG_KVM_HYPERV) in 6.8.
             Requirement("KVM_CAP_SYS_HYPERV_CPUID (191)", "caps.sys_hyperv_cpuid",
