@@ -287,7 +287,7 @@ static int syndbg_set_msr(int msr, int data)
 \tcase HV_X64_MSR_SYNIC_SCONTROL: {
 \t\tfoo(1);
 \t}
-\tcase HV_X64_MSR_CRASH_CTL:
+\tcase HV_X64_MSR_STIMER0_CONFIG:
 \t\tbar(2);
 \t\tbreak;
 \tcase HV_X64_MSR_SYNDBG_OPTIONS:
@@ -316,7 +316,7 @@ def test_generate_takes_files_functions_and_case_scope_from_the_syndbg_row(tmp_p
     assert {m.function for m in mutants} == {"syndbg_set_msr"}
     assert {m.path for m in mutants} == {"arch/x86/kvm/hyperv.c"}
     # Only the SYNDBG case body and the code after the switch: the row's mutate_case_scope
-    # leaves out SynIC and crash; the tracepoint is unobservable.
+    # leaves out SynIC and stimers; the tracepoint is unobservable.
     assert sorted({m.line for m in mutants}) == [18, 23, 24]
     assert not hasattr(generate, "TARGET_FILES") and not hasattr(generate, "CASE_SCOPE")
     assert not hasattr(generate, "cited_functions")
