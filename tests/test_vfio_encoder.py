@@ -115,7 +115,7 @@ def test_generate_is_deterministic_and_covers_every_kind():
 
 
 def test_random_scripts_reach_the_stale_bits():
-    scripts = _generate(7, 100)
+    scripts = _generate(7, 200)
     differs = sum(model.predict(s, "6.1") != model.predict(s, "fixed") for s in scripts)
     assert differs >= 10
     assert any(model.findings(s, model.predict(s, "6.1")) for s in scripts)
