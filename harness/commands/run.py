@@ -160,7 +160,8 @@ def print_summary(data: dict) -> None:
         table.add_row(case["id"], f"[{colour[case['status']]}]{case['status']}[/]",
                       f"{case['duration_s']:.1f}", case["reason"][:160])
     out.print(table)
-    verdicts = data.get("profile_verdict") or {}
+    ran = {c["feature"] for c in data["cases"] if c["status"] != "MISS"}
+    verdicts = {f: v for f, v in (data.get("profile_verdict") or {}).items() if f in ran}
     if verdicts:
         out.print("profile verdict: " + " ".join(
             f"{f}={v if v else 'none (no profile explains every case)'}" for f, v in verdicts.items()),

@@ -67,6 +67,19 @@ def safe_reference_tsc(value: int) -> int:
     return value
 
 
+HYPERCALL_PAGES = (0x0, 0x50000)            # guest pages a hypercall page may overwrite
+
+
+def safe_hypercall_page(value: int) -> int:
+    """HYPERCALL with the enable bit makes KVM write the hypercall page into guest
+    memory: one inside guest memory but on a page the payload uses (its code, stack,
+    tables; hypothesis favours small numbers) is moved to 0x50000. Seen: 0x2297 from a
+    host write overwrote the guest code, and the next KVM_RUN never came back."""
+    if value & 1 and (value & ~0xFFF) < GUEST_MEM and (value & ~0xFFF) not in HYPERCALL_PAGES:
+        return 0x50000 | (value & 0xFFF)
+    return value
+
+
 def msr_value(msr_strategy=msrs, tsc_enable: bool = True):
     """(msr, value) pairs where the value suits the MSR often enough."""
     interesting = st.sampled_from([0, 1, 2, 3, 4, 5, 0x1000, 0x50000, 0x50001, OSID,
@@ -76,6 +89,8 @@ def msr_value(msr_strategy=msrs, tsc_enable: bool = True):
 
     def fix(pair):
         msr, value = pair
+        if msr == HYPERCALL:
+            return msr, safe_hypercall_page(value)
         if msr != REFERENCE_TSC:
             return pair
         return msr, safe_reference_tsc(value) if tsc_enable else value & ~1
