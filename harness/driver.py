@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import time
 from collections import Counter
 
@@ -62,6 +63,7 @@ class Suite:
         self.model, self.codec = feature.model_module, feature.codec_module
         if profile not in self.model.PROFILES:
             raise HarnessError(f"feature {feature.name}: no model profile {profile!r}")
+        self._predicted: dict[str, tuple[dict, set[str]]] = {}   # script key -> predictions, rules
 
     # -- what the machine offers -------------------------------------------------
     def probe(self) -> dict:
@@ -146,7 +148,18 @@ class Suite:
 
     # -- checking ----------------------------------------------------------------
     def predictions(self, script: dict) -> dict[str, list[dict]]:
-        return {p: self.model.predict(script, p) for p in self.model.PROFILES}
+        """Every profile's prediction of `script`, made once per script (the rules the
+        expected profile reaches are kept beside them: `rules_reached`)."""
+        key = _key(script)
+        if key not in self._predicted:
+            out, reached = {}, set()
+            for profile in self.model.PROFILES:
+                with rules.reached() as seen:
+                    out[profile] = self.model.predict(script, profile)
+                if profile == self.profile:
+                    reached = seen
+            self._predicted[key] = (out, reached)
+        return self._predicted[key][0]
 
     def explained_by(self, script: dict, observed: list[dict]) -> list[str]:
         """The profiles whose whole predicted trace equals the observed one."""
@@ -157,7 +170,7 @@ class Suite:
                    context: str = "") -> Divergence | None:
         """The first divergence from the expected profile, or None. `matches_profile`
         names another profile whose whole trace equals the observed one (evidence only)."""
-        predicted = self.model.predict(script, self.profile)
+        predicted = self.predictions(script)[self.profile]
 
         def action_of(index: int, event: dict) -> str:
             return self.codec.locate(script, index, event)[1]
@@ -181,9 +194,8 @@ class Suite:
 
     def rules_reached(self, script: dict) -> set[str]:
         """The model rules the expected profile's prediction of `script` reaches."""
-        with rules.reached() as seen:
-            self.model.predict(script, self.profile)
-        return seen
+        self.predictions(script)
+        return self._predicted[_key(script)][1]
 
     def record_coverage(self, recorder, kind: str, reached: set[str]) -> None:
         recorder.add_coverage(self.feature.name, kind, reached, rules.declared(self.model),
@@ -279,7 +291,7 @@ class Suite:
         shrunk, note = self.shrink(seed, count, known)
         script = shrunk if shrunk is not None else original
         line = (f"{replay_env(self.feature.name)}="
-                f"{_shell_quote(json.dumps(script, separators=(',', ':')))} "
+                f"{shlex.quote(json.dumps(script, separators=(',', ':')))} "
                 f"{reproduce} --case {self.feature.name}/random/replay")
         recorder.annotate(reproduce=line)
         context = (f"{len(diverged)} of {len(scripts)} op-scripts diverged (seed {seed}); "
@@ -411,7 +423,3 @@ def _no_local_constants():
 def _key(script: dict) -> str:
     return json.dumps(script, sort_keys=True)
 
-
-def _shell_quote(text: str) -> str:
-    import shlex
-    return shlex.quote(text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import re
 from types import ModuleType
@@ -39,9 +40,11 @@ def reached():
         _current.reset(token)
 
 
-def declared(model: ModuleType) -> set[str]:
-    """Every rule id the model's source passes to hit(), unreachable ones included."""
-    return set(_HIT.findall(inspect.getsource(model)))
+@functools.lru_cache(maxsize=None)
+def declared(model: ModuleType) -> frozenset[str]:
+    """Every rule id the model's source passes to hit(), unreachable ones included
+    (read once per model: the driver asks for every case)."""
+    return frozenset(_HIT.findall(inspect.getsource(model)))
 
 
 def unreachable(model: ModuleType) -> dict[str, str]:

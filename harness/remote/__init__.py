@@ -195,7 +195,7 @@ class Stream:
         deadline = time.monotonic() + timeout
         try:
             while not done(bytes(self._out)):
-                if not self._drain():
+                while not self._drain():        # done() is asked again only after new output
                     if self._channel.exit_status_ready() and not self._channel.recv_ready():
                         raise HarnessError(f"guest command {self.command!r} exited "
                                            f"{self._channel.recv_exit_status()} before answering "
