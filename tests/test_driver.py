@@ -79,8 +79,9 @@ def test_random_finds_shrinks_in_one_stream_and_replays_a_mutant(monkeypatch):
     found = caught.value
     assert found.field == "exits.length" and found.expected == 0 and found.observed == 1
     assert "wrmsr 0x400000f2" in found.action
-    (feature, seed, scripts, actions, kinds, diverged), = rec.random
-    assert (feature, seed, scripts) == ("syndbg", seed, int(COUNT)) and diverged > 0
+    (feature, recorded_seed, scripts, actions, kinds, diverged), = rec.random
+    assert (feature, recorded_seed, scripts) == ("syndbg", seed, int(COUNT)) and diverged > 0
+    assert rec.fields["seed"] == seed
     # every shrink candidate went to one streamed payload process, closed afterwards
     (stream,) = guest.streams
     assert stream.sent > 0 and stream.closed
