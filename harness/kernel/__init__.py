@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+_UNREAD = object()   # KernelImage.config() not read yet
+
+
 @dataclass
 class KernelImage:
     kind: str                      # debian | bzimage | built
@@ -15,10 +18,17 @@ class KernelImage:
     source: dict | None = None     # {"path", "sha256"} for built kernels
     config_sha256: str | None = None
     series: list[dict] = field(default_factory=list)
+    _config: object = field(default=_UNREAD, init=False, repr=False, compare=False)
 
     def config(self) -> dict[str, str] | None:
         """CONFIG_X -> value of the kernel under test, when its .config is beside the image
         (Debian's boot/config-<version>, a build's `config`); None when unknown."""
+        if self._config is not _UNREAD:
+            return self._config
+        self._config = self._read_config()
+        return self._config
+
+    def _read_config(self) -> dict[str, str] | None:
         folder = self.bzimage.parent
         for path in (folder / f"config-{self.version}", folder / "config", folder / ".config"):
             if path.is_file():
