@@ -330,3 +330,14 @@ def test_hypercalls_preserve_the_other_registers():
     ev = run([hc(0x6B, ingpa=0x1111111122222222, outgpa=0x3333333344444444)], mode=32)
     assert ev[0]["preserved"] == {**m.SENTINELS, "rbx": 0x11111111, "rcx": 0x22222222,
                                   "rsi": 0x44444444, "rdi": 0x33333333}
+
+
+def test_a_page_kvm_would_write_over_the_payload_is_refused_with_the_reason():
+    import pytest
+    from harness.reference import syndbg as model
+    for msr, value, owner in ((0x40000001, 0x2297, "page tables"), (0x40000021, 0x10001, "guest code")):
+        with pytest.raises(ValueError, match=f"{msr:#x} = {value:#x} makes KVM write .* over the "
+                                             f"payload's {owner}"):
+            model.normalise({"actions": [{"op": "set_msr", "vcpu": 0, "msr": msr, "value": value}]})
+    ok = model.normalise({"actions": [{"op": "wrmsr", "msr": 0x40000001, "value": 0x50001}]})
+    assert ok["actions"][0]["value"] == 0x50001

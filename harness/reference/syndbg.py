@@ -204,6 +204,19 @@ def cpu_mode(script: dict, action: dict) -> str:
     return action.get("cpu_mode") or {64: "long", 32: "prot32"}[script["mode"]]
 
 
+# The guest pages the payload itself occupies (guests/lib/kvmlib.h): an enabled
+# hypercall or TSC page there makes KVM overwrite the payload's tables, code or
+# stacks, which no model predicts (the vCPU then runs garbage and never exits).
+PAYLOAD_PAGES = ((0x1000, 0x8000, "page tables, GDT, TSS and IDTs"),
+                 (0x10000, 0x20000, "guest code"), (0x40000, 0x4C000, "stacks"))
+PAGE_MSRS = {MSR_HYPERCALL: "hypercall page", MSR_REFERENCE_TSC: "TSC page"}
+
+
+def payload_page(gpa: int) -> str | None:  # not a rule: the payload's memory layout
+    """What of the payload's own lives at `gpa`, or None for a page it leaves free."""
+    return next((what for lo, hi, what in PAYLOAD_PAGES if lo <= gpa < hi), None)
+
+
 def normalise(script: dict) -> dict:  # not a rule: input normalisation
     """The script with every default filled in (what the encoder and the model see)."""
     s = copy.deepcopy(script)
@@ -231,6 +244,12 @@ def normalise(script: dict) -> dict:  # not a rule: input normalisation
             a.setdefault("vcpu", 0)
             if not 0 <= a["vcpu"] < len(s["vcpus"]):
                 raise ValueError(f"{a['op']} on vcpu {a['vcpu']}, the script has {len(s['vcpus'])}")
+        if a["op"] in ("wrmsr", "set_msr") and a.get("msr") in PAGE_MSRS and a.get("value", 0) & 1:
+            owner = payload_page(a["value"] & ~0xFFF)
+            if owner:
+                raise ValueError(f"{a['op']} {a['msr']:#x} = {a['value']:#x} makes KVM write its "
+                                 f"{PAGE_MSRS[a['msr']]} over the payload's {owner} "
+                                 f"(guests/lib/kvmlib.h)")
         if a["op"] == "set_cpuid" and "sd" in a:
             _check_sd(a["sd"])
         if a["op"] in GUEST_OPS:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from harness.reference.syndbg import ACTION_KINDS
+from harness.reference.syndbg import ACTION_KINDS, payload_page
 
 KINDS = ACTION_KINDS   # every kind the random scripts must draw
 
@@ -67,15 +67,12 @@ def safe_reference_tsc(value: int) -> int:
     return value
 
 
-HYPERCALL_PAGES = (0x0, 0x50000)            # guest pages a hypercall page may overwrite
-
-
 def safe_hypercall_page(value: int) -> int:
     """HYPERCALL with the enable bit makes KVM write the hypercall page into guest
-    memory: one inside guest memory but on a page the payload uses (its code, stack,
-    tables; hypothesis favours small numbers) is moved to 0x50000. Seen: 0x2297 from a
-    host write overwrote the guest code, and the next KVM_RUN never came back."""
-    if value & 1 and (value & ~0xFFF) < GUEST_MEM and (value & ~0xFFF) not in HYPERCALL_PAGES:
+    memory: one on a page the payload uses itself (model.payload_page(); hypothesis
+    favours small numbers) is moved to 0x50000. Seen: 0x2297 from a host write
+    overwrote the page tables, and the next KVM_RUN never came back."""
+    if value & 1 and payload_page(value & ~0xFFF):
         return 0x50000 | (value & 0xFFF)
     return value
 
