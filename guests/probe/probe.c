@@ -2,6 +2,10 @@
  * probe: what the kernel under test offers, as one JSON object on stdout.
  * The harness's SKIP reasons come from this (and from the shell probe that
  * runs beside it). Every ioctl result is printed with its errno, never guessed.
+ *
+ * probe --kmsg-from SEQ: the kernel log records numbered SEQ and later, one
+ * JSON line each {"seq","level","ts_us","text"}, then {"next":M}, M the seq
+ * after the newest record read (SEQ if none): a live host's dmesg check.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,8 +78,77 @@ static void print_kvm(void)
 	printf("}");
 }
 
-int main(void)
+/* A JSON string (as json.c's json_str, which probe does not link: it uses no lib code). */
+static void print_json_str(const char *s)
 {
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20 || c >= 0x7f)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+/* /dev/kmsg gives one record per read(): "prio,seq,ts_us,flags[,...];text\n",
+ * then " KEY=VALUE\n" lines (dropped); the text has non-printables as \xNN. */
+static int print_kmsg(unsigned long long from)
+{
+	static char buf[8192 + 1];
+	unsigned long long next = from, seq, ts;
+	unsigned int prio;
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "probe: /dev/kmsg: %s\n", strerror(errno));
+		return 1;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		if (n < 0 && errno == EPIPE)	/* records overwritten: go on with the oldest left */
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n < 0) {
+			fprintf(stderr, "probe: read /dev/kmsg: %s\n", strerror(errno));
+			close(fd);
+			return 1;
+		}
+		buf[n] = 0;
+		char *text = strchr(buf, ';'), *end;
+		if (!text || sscanf(buf, "%u,%llu,%llu", &prio, &seq, &ts) != 3)
+			continue;
+		text++;
+		if ((end = strchr(text, '\n')))
+			*end = 0;
+		next = seq + 1;
+		if (seq < from)
+			continue;
+		printf("{\"seq\":%llu,\"level\":%u,\"ts_us\":%llu,\"text\":", seq, prio & 7, ts);
+		print_json_str(text);
+		printf("}\n");
+	}
+	close(fd);
+	printf("{\"next\":%llu}\n", next);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--kmsg-from") == 0) {
+		char *end;
+		errno = 0;
+		unsigned long long from = argc == 3 ? strtoull(argv[2], &end, 0) : 0;
+		if (argc != 3 || errno || end == argv[2] || *end) {
+			fprintf(stderr, "usage: probe [--kmsg-from SEQ]\n");
+			return 2;
+		}
+		return print_kmsg(from);
+	}
+
 	unsigned int eax, ebx, ecx, edx;
 	char vendor[13] = {0};
 	__cpuid(0, eax, ebx, ecx, edx);
