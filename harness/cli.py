@@ -13,7 +13,7 @@ from harness.commands.kernel import add_build_options, cmd_kernel_build
 from harness.commands.list import cmd_list
 from harness.commands.mutate import add_mutate_options, cmd_mutate
 from harness.commands.probe import cmd_bench, cmd_probe
-from harness.commands.run import add_run_options, cmd_run
+from harness.commands.run import add_run_options, add_target_options, cmd_run
 from harness.commands.series import cmd_bisect, cmd_compare, cmd_series_show
 from harness.errors import HarnessError
 
@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--features", help="comma list of features (default: all)")
     lst.add_argument("--json", action="store_true")
     lst.add_argument("--names", action="store_true", help="only the feature names, one line")
+    lst.add_argument("--target", default="qemu", help="list what runs on this target: qemu, local, ssh://HOST")
     lst.set_defaults(func=cmd_list)
     kernel = sub.add_parser("kernel", help="kernels under test").add_subparsers(dest="kernel_command",
                                                                                  required=True)
@@ -68,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "probe":
             p.add_argument("--json", action="store_true", help="JSON only")
             p.add_argument("--output", help="folder for the serial and QMP logs")
+            add_target_options(p)
         else:
             p.add_argument("--boots", type=int, default=5)
     return top

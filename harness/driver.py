@@ -68,11 +68,12 @@ class Suite:
     # -- what the machine offers -------------------------------------------------
     def probe(self) -> dict:
         """The payload's `--probe` JSON, once per guest ({} for a feature without one)."""
+        self._target_ready()
         if self.feature.probe_args is None:
             return {}
         key = (self.feature.name, id(self.guest))
         if key not in _probes:
-            argv = [self.guest.payload(self.feature.name), *self.feature.probe_args]
+            argv = [*self.guest.payload_argv(self.feature.name), *self.feature.probe_args]
             res = self.guest.run(argv, timeout=60)
             if res.rc != 0:
                 raise HarnessError(f"{self.feature.name} probe exited {res.rc}: "
@@ -83,6 +84,13 @@ class Suite:
                 raise HarnessError(f"{self.feature.name} probe printed invalid JSON: {e}") from None
         return _probes[key]
 
+    def _target_ready(self) -> None:
+        """SKIP every case of the feature when the target lacks what it needs there
+        (a live host without /dev/kvm, no --vfio-device given: harness/targets/live.py)."""
+        reason = self.guest.missing(self.feature.name)
+        if reason:
+            pytest.skip(reason)
+
     def env(self) -> dict:
         env = getattr(self.codec, "env", None)
         return env(self.probe()) if env else {}
@@ -92,7 +100,7 @@ class Suite:
         must have it (by the row: version, config); nothing when it is there."""
         if requirement.present(value):
             return
-        seen = f"{seen or repr(value)} from {requirement.where}"
+        seen = f"{seen or repr(value)} from {requirement.where} on {self.guest.where}"
         version = kernel_version(self.kernel.version)
         must = requirement.must_have(version, self.kernel.config())
         if must:
@@ -104,7 +112,13 @@ class Suite:
         pytest.skip(f"{requirement.name} missing: {seen}; {why}")
 
     def require(self, script: dict) -> None:
-        """`need` for every probed capability the script needs."""
+        """`need` for every probed capability the script needs; on a live host, a script
+        that changes kernel state needs the user's leave (--allow-module-changes)."""
+        self._target_ready()
+        change = self.feature.host_change(script) if self.feature.host_change else None
+        if change and not self.guest.may_change_host():
+            pytest.skip(f"the op-script changes {change} on target {self.guest.where}; "
+                        f"kvmconf changes no kernel state there without --allow-module-changes")
         if self.feature.probe_args is None:
             return   # no probe payload: a case that reads a capability checks it itself
         probe = self.probe()
@@ -135,10 +149,11 @@ class Suite:
 
     def run(self, scripts: list[dict]) -> list[list[dict]]:
         """Observed traces of prepared scripts, `feature.batch` per payload invocation."""
+        self._target_ready()
         traces: list[list[dict]] = []
         for first in range(0, len(scripts), self.feature.batch):
             batch = scripts[first:first + self.feature.batch]
-            res = self.guest.run([self.guest.payload(self.feature.name)],
+            res = self.guest.run(self.guest.payload_argv(self.feature.name),
                                  stdin=self.codec.encode(batch), timeout=self._timeout(batch))
             if res.rc != 0:
                 raise HarnessError(f"{self.feature.name} payload exited {res.rc}: "
@@ -372,7 +387,7 @@ class _Session:
     def ask(self, script: dict) -> list[dict]:
         suite = self.suite
         if self.stream is None:
-            self.stream = suite.guest.stream([suite.guest.payload(suite.feature.name)])
+            self.stream = suite.guest.stream(suite.guest.payload_argv(suite.feature.name))
         index = self.asked
         self.asked += 1
         self.stream.send(suite.codec.encode([script], first=index), timeout=30)

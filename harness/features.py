@@ -73,6 +73,27 @@ class Requirement:
 
 
 @dataclass(frozen=True)
+class HostNeed:
+    """What a feature's cases need on a live host (--target local or ssh) that a kvmconf
+    guest has by construction.
+
+    Present when `path` exists on the target. `modules` (specs, alternatives split
+    by "|") provide it; kvmconf loads them only with --allow-module-changes and
+    unloads them afterwards. `user_device` marks the need for a device the user
+    names (--vfio-device): kvmconf never picks a host device itself; `device_ids`
+    (vendor:device) are the devices the feature's model describes.
+    """
+    name: str
+    path: str | None = None
+    modules: tuple[str, ...] = ()
+    user_device: bool = False
+    device_ids: tuple[str, ...] = ()
+
+
+ALL_TARGETS = frozenset({"qemu", "local", "ssh"})
+
+
+@dataclass(frozen=True)
 class Feature:
     name: str
     title: str
@@ -94,6 +115,16 @@ class Feature:
     shrink_budget_s: float = 180.0
     probe_args: tuple[str, ...] | None = None   # payload argv that prints the probe JSON
     needs_hardware: str | None = None            # what this machine class lacks, if anything
+    targets: frozenset[str] = ALL_TARGETS        # where its cases run (harness/targets)
+    host_needs: tuple[HostNeed, ...] = ()        # what they need on a live host
+    # Kernel reports this feature can cause, on a live host (regexes over a report's
+    # lines: source paths, function prefixes); a report raised by its payload counts too.
+    report_patterns: tuple[str, ...] = ()
+    device_option: str | None = None             # payload option naming the user's device
+    # What an op-script changes in the kernel beyond its own processes (a module
+    # parameter), or None: on a live host such a script runs only with
+    # --allow-module-changes.
+    host_change: Callable[[dict], str | None] | None = None
     origin: Path = REPO                          # folder relative names are resolved from
 
     # -- the feature's own modules -------------------------------------------
@@ -179,21 +210,24 @@ ROWS = (
         requirements=(
             # Hyper-V emulation became optional (CONFIG_KVM_HYPERV) in 6.8.
             Requirement("KVM_CAP_SYS_HYPERV_CPUID (191)", "caps.sys_hyperv_cpuid",
-                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        "KVM_CHECK_EXTENSION on /dev/kvm (syndbg --probe)",
                         since=(5, 11), config="CONFIG_KVM_HYPERV", config_since=(6, 8)),
             Requirement("KVM_CAP_HYPERV_ENFORCE_CPUID (199)", "caps.hyperv_enforce_cpuid",
-                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        "KVM_CHECK_EXTENSION on /dev/kvm (syndbg --probe)",
                         since=(5, 14), config="CONFIG_KVM_HYPERV", config_since=(6, 8),
                         needed_by=lambda s: any(v.get("enforce") for v in s.get("vcpus", []))),
             Requirement("KVM_X86_QUIRK_FIX_HYPERCALL_INSN in KVM_CAP_DISABLE_QUIRKS2 (213)",
                         "caps.disable_quirks2",
-                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        "KVM_CHECK_EXTENSION on /dev/kvm (syndbg --probe)",
                         since=(5, 19), present=lambda v: isinstance(v, int) and bool(v & 0x20),
                         needed_by=lambda s: s.get("quirk_fix") is False),
             Requirement("KVM_CAP_X86_USER_SPACE_MSR (188)", "caps.x86_user_space_msr",
-                        "KVM_CHECK_EXTENSION on /dev/kvm in the guest (syndbg --probe)",
+                        "KVM_CHECK_EXTENSION on /dev/kvm (syndbg --probe)",
                         since=(5, 10), needed_by=lambda s: bool(s.get("user_msr"))),
         ),
+        host_needs=(HostNeed("/dev/kvm", path="/dev/kvm", modules=("kvm-amd|kvm-intel",)),),
+        report_patterns=(r"arch/x86/kvm/", r"\b(kvm|svm|vmx|nested_svm|nested_vmx)_\w+\+0x",
+                         r"\[kvm(_amd|_intel)?\]$"),
         batch=100, timeout_base_s=30.0, timeout_per_action_s=0.1),
     Feature(
         name="vfio", title="VFIO type1 dirty page tracking",
@@ -208,6 +242,20 @@ ROWS = (
                         "VFIO_DEVICE_GET_REGION_INFO / VFIO_DEVICE_FEATURE on the edu device "
                         "(vfio migprobe)", device=_DEVICE_MIGRATION),
         ),
+        host_needs=(
+            HostNeed("a VFIO device named with --vfio-device BDF", user_device=True,
+                     # the model's machine facts (IOMMU page sizes, IOVA ranges, the edu
+                     # DMA engine) are QEMU q35's intel-iommu and its edu device
+                     device_ids=("1234:11e8",)),
+            HostNeed("the vfio-pci driver", path="/sys/bus/pci/drivers/vfio-pci", modules=("vfio-pci",)),
+            HostNeed("the VFIO type1 IOMMU", path="/sys/module/vfio_iommu_type1",
+                     modules=("vfio_iommu_type1",)),
+        ),
+        report_patterns=(r"drivers/vfio/", r"drivers/iommu/", r"\b(vfio|iommu|intel_iommu|dmar|amd_iommu)_\w+\+0x",
+                         r"\[vfio(_iommu_type1|_pci|_pci_core)?\]$", r"DMAR:|AMD-Vi:"),
+        device_option="--bdf",
+        host_change=lambda s: ("the vfio_iommu_type1 module parameter dma_entry_limit"
+                               if s.get("dma_entry_limit", 0xFFFF) != 0xFFFF else None),
         # edu's DMA timer is 100 ms of guest time per transfer
         batch=40, timeout_base_s=60.0, timeout_per_action_s=0.5),
 )

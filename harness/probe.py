@@ -13,6 +13,7 @@ from harness.errors import HarnessError
 # "key=value" lines; the C probe payload adds the ioctl and MSR facts.
 GUEST_SHELL_PROBE = r"""
 echo "uname_r=$(uname -r)"
+echo "cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 echo "cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)"
 for p in nested npt sev sev_es; do
   for m in kvm_amd kvm_intel; do
@@ -118,13 +119,14 @@ def parse_shell_probe(text: str) -> dict:
     return facts
 
 
-def guest_capabilities(run) -> dict:
-    """Probe the booted guest. `run(argv, timeout=)` is Remote.run."""
+def guest_capabilities(run, probe_path: str) -> dict:
+    """Probe the target (a booted guest or a live host). `run(argv, timeout=)` runs
+    there; `probe_path` is the probe payload there."""
     shell = run(["sh", "-c", GUEST_SHELL_PROBE], timeout=30)
     facts = parse_shell_probe(shell.text)
-    probe = run(["/opt/kvmconf/bin/probe"], timeout=30)
+    probe = run([probe_path], timeout=30)
     if probe.rc != 0:
-        raise HarnessError(f"guest probe exited {probe.rc}: {probe.stderr[-200:]!r}")
+        raise HarnessError(f"probe payload exited {probe.rc}: {probe.stderr[-200:]!r}")
     try:
         facts.update(json.loads(probe.text))
     except json.JSONDecodeError as e:

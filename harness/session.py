@@ -1,4 +1,5 @@
-"""One `kvmconf run`: kernel, payloads, image, keys and the (lazily booted) guest."""
+"""One `kvmconf run`: kernel, payloads, image, keys and the (lazily booted) guest, or
+the live host (--target local or ssh) that stands in its place."""
 from __future__ import annotations
 
 import shutil
@@ -6,15 +7,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import features
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guestimage import build_base, with_keys
-from harness.kernel import KernelImage, pvh
+from harness.kernel import pvh
 from harness.machine import Machine
 from harness.machine.profiles import Profile
 from harness.payloads import build as payload_build
 from harness.remote.keys import generate
+from harness.targets import TargetSpec
+from harness.targets.live import LiveHost
 
 
 @dataclass
@@ -29,13 +31,18 @@ class RunOptions:
     append: list[str] = field(default_factory=list)   # extra kernel command line
     reproduce: str = "kvmconf run"
     payload_names: list[str] = field(default_factory=list)
+    target: TargetSpec = TargetSpec("qemu")
 
 
 class RunContext:
-    def __init__(self, options: RunOptions, kernel: KernelImage, record, progress=None):
+    def __init__(self, options: RunOptions, kernel, record, progress=None, live: LiveHost | None = None):
+        """`kernel`: a KernelImage (QEMU target) or the live host's RunningKernel; `live`:
+        the opened live host of a local or ssh target (closed by close())."""
         self.options, self.kernel, self.record = options, kernel, record
         self.progress = progress
         self.workdir = Path(tempfile.mkdtemp(prefix="kvmconf-run-"))  # 0700: sockets, keys
+        self.live = live
+        self._lost = ""        # why the live host runs no more cases
         self._guest: Guest | None = None
         self._boot_error: HarnessError | None = None
         self.payload_errors: dict[str, str] = {}
@@ -46,24 +53,19 @@ class RunContext:
         initrd = self.workdir / "initrd.cpio"
         if initrd.exists():
             return initrd
-        payloads = {}
-        for name in self.options.payload_names:
-            folder = features.get(name).payload_dir if name in features.names() else None
-            try:
-                payloads[name] = payload_build.build(name, folder).path
-            except HarnessError as e:
-                self.payload_errors[name] = str(e)
-            except Exception as e:  # a bug in a feature's checks: that feature ERRORs
-                self.payload_errors[name] = f"payload {name}: checks crashed: {type(e).__name__}: {e}"
-        if "probe" in self.payload_errors:
-            raise HarnessError(self.payload_errors["probe"])
+        payloads, self.payload_errors = payload_build.build_all(self.options.payload_names)
         image = build_base(self.kernel, payloads, self.options.machine_profile.module_groups)
         keys = generate(self.workdir)
         self._keys = keys
         return with_keys(image, keys.client_public, keys.host_key_file, initrd)
 
     def guest(self) -> Guest:
-        """The booted guest; a failed boot is raised again for every case that needs it."""
+        """The booted guest (or the live host); a failed boot is raised again for every
+        case that needs it."""
+        if self.live is not None:
+            if self._lost:
+                raise HarnessError(self._lost)
+            return self.live
         if self._guest is not None:
             return self._guest
         if self._boot_error is not None:
@@ -93,12 +95,20 @@ class RunContext:
         return self._guest
 
     @property
-    def booted(self) -> Guest | None:
-        return self._guest
+    def booted(self):
+        return self.live if self.live is not None and not self._lost else self._guest
 
     def discard_dead_guest(self, case_id: str) -> Path:
         """Keep the evidence of a guest that stopped answering, kill it, and let the
-        next case boot a fresh one: a hang costs one case, not the rest of the run."""
+        next case boot a fresh one: a hang costs one case, not the rest of the run.
+        A live host cannot be replaced: the cases after it ERROR with the reason."""
+        if self.live is not None:
+            why = self.live.poisoned or "the connection was lost"
+            path = self.options.output / f"{self.live.kind}.lost-after-{case_id.replace('/', '_')}.txt"
+            path.write_text(f"target {self.live.where}: {why} after case {case_id}\n")
+            self._lost = (f"target {self.live.where} runs no more cases: {why} after case {case_id} "
+                          f"(a live host cannot be replaced; evidence: {path.name})")
+            return path
         guest, self._guest = self._guest, None
         machine = guest.machine
         if machine.running:
@@ -117,7 +127,14 @@ class RunContext:
         self._guest = None
         return how
 
-    def close(self) -> str | None:
-        how = self.close_guest()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        return how
+    def close(self) -> None:
+        """End the run's machine (or undo what the run did on the live host and record
+        the check in run.json's target.cleanup) and remove the run's own folder."""
+        try:
+            if self.live is not None:
+                self.record.data["target"]["cleanup"] = self.live.close()
+                self.record.write()
+            else:
+                self.close_guest()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -45,8 +45,19 @@ class StandinGuest:
                 return codec.encode(scripts, first)
         suite.codec = Codec()
 
+    where = "a stand-in guest"
+
     def payload(self, feature):
         return f"/opt/kvmconf/bin/{feature}"
+
+    def payload_argv(self, feature):
+        return [self.payload(feature)]
+
+    def missing(self, feature):
+        return None
+
+    def may_change_host(self):
+        return True
 
     def run(self, argv, stdin=b"", timeout=60.0):
         self.runs += 1
@@ -121,7 +132,7 @@ REPORTS: list[str] = []   # kernel report lines the next after_case() returns
 class Booted:
     """The booted guest as the run plugin sees it after each case."""
 
-    def after_case(self):
+    def after_case(self, feature=None):
         found = REPORTS[:]
         REPORTS.clear()
         return found, True

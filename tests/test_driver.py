@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import features
+from harness import features, targets
 from harness.compare import Divergence
 from harness.driver import CapabilityMissing, Suite
 from harness.reference import syndbg as m
@@ -252,7 +252,7 @@ def test_verdict_rules_of_the_run_plugin(tmp_path):
     (tmp_path / "suite").mkdir()
     (tmp_path / "suite" / "test_rules.py").write_text(SUITE)
     record = RunRecord(tmp_path / "run.json", "r", "", {}, {"f": "p1"}, {"f": ("p1", "p2")})
-    ctx = SimpleNamespace(booted=standin.Booted(), options=SimpleNamespace(reproduce="kvmconf run"))
+    ctx = SimpleNamespace(booted=standin.Booted(), options=SimpleNamespace(reproduce="kvmconf run", target=targets.TargetSpec("qemu")))
     plugin = KvmconfPlugin(ctx, record, ["f"], [])
     pt.main([str(tmp_path / "suite"), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
             plugins=[plugin])

@@ -152,7 +152,8 @@ def test_stuck_watch_fails_after_blocked_checks_in_a_row_and_poisons_the_guest(t
     from types import SimpleNamespace
 
     from harness.errors import KernelFailure
-    from harness.guest import STUCK_CHECKS, Guest
+    from harness.guest import Guest
+    from harness.targets.host import STUCK_CHECKS
     from harness.remote import Result
 
     answers = iter([b"S\n", b"D\n", b"S\n"] + [b"D\n"] * STUCK_CHECKS)

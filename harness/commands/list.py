@@ -15,14 +15,20 @@ from harness.commands.common import REPO, TESTCASES, out, parse_features
 class _Collector:
     """Stands in for the run plugin during a collect-only pytest pass."""
 
-    def __init__(self):
+    def __init__(self, target: str):
         self.__name__ = "kvmconf"
+        self.target = target
         self.cases: list[dict] = []
 
+    def pytest_configure(self, config):
+        config.addinivalue_line("markers", "targets(*kinds): the target kinds a case runs on")
+
     def pytest_collection_modifyitems(self, session, config, items):
-        from harness.results.plugin import case_id
+        from harness.results.plugin import accepts, case_id
         for item in items:
             cid = case_id(item)
+            if not accepts(item, cid, self.target):
+                continue
             params = getattr(getattr(item, "callspec", None), "params", {})
             if isinstance(params.get("case"), dict):
                 rationale = params["case"].get("rationale", "")
@@ -33,9 +39,10 @@ class _Collector:
         items[:] = []
 
 
-def collect_cases() -> list[dict]:
+def collect_cases(target: str = "qemu") -> list[dict]:
+    """The cases `kvmconf run` plans on a target kind (qemu, local, ssh)."""
     import pytest
-    collector = _Collector()
+    collector = _Collector(target)
     with contextlib.redirect_stdout(io.StringIO()) as log:
         code = pytest.main([str(TESTCASES), "-p", "no:cacheprovider", "-q", "--co", "--rootdir", str(REPO)],
                            plugins=[collector])
@@ -50,6 +57,10 @@ def feature_facts(row: features.Feature) -> dict:
             "needs_hardware": row.needs_hardware, "profiles": list(row.profiles),
             "default_profile": row.profiles[0], "kernel_files": list(row.kernel_files),
             "modules": list(row.modules), "config": str(row.config_fragment) if row.config else None,
+            "targets": sorted(row.targets),
+            "host_needs": [{"name": n.name, "path": n.path, "modules": list(n.modules),
+                            "user_device": n.user_device, "device_ids": list(n.device_ids)}
+                           for n in row.host_needs],
             "requirements": [{"name": r.name, "where": r.where,
                               "must_have_since": f"{r.since[0]}.{r.since[1]}" if not r.device else None,
                               "optional_with": r.config, "device": r.device}
@@ -57,21 +68,25 @@ def feature_facts(row: features.Feature) -> dict:
 
 
 def cmd_list(args) -> int:
+    from harness import targets
+    target = targets.parse(args.target)
     chosen = parse_features(args.features) if args.features else list(features.names())
+    chosen = [name for name in chosen if target.kind in features.get(name).targets]
     if args.names:
         print(" ".join(chosen))
         return 0
-    cases = [c for c in collect_cases() if c["feature"] in chosen or (c["feature"] == "smoke"
-                                                                       and not args.features)]
+    cases = [c for c in collect_cases(target.kind) if c["feature"] in chosen
+             or (c["feature"] == "smoke" and not args.features)]
     facts = [feature_facts(features.get(name)) for name in chosen]
     if args.json:
         print(json.dumps({"features": facts, "cases": cases}, indent=1))
         return 0
-    table = Table(title="kvmconf features")
-    for column in ("feature", "title", "machine", "hardware", "profiles", "cases"):
+    table = Table(title=f"kvmconf features (target {target.kind})")
+    for column in ("feature", "title", "machine", "on a live host", "hardware", "profiles", "cases"):
         table.add_column(column, overflow="fold")
     for f in facts:
         table.add_row(f["name"], f["title"], ",".join(f["machine"]) or "-",
+                      "; ".join(n["name"] for n in f["host_needs"]) or "-",
                       f["needs_hardware"] or "none beyond QEMU", " ".join(f["profiles"]),
                       str(sum(c["feature"] == f["name"] for c in cases)))
     out.print(table)

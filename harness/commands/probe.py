@@ -33,9 +33,46 @@ def boot_once(args, kernel, profile_name: str, logdir: Path):
     return Guest.boot(machine, keys, {}, args.boot_timeout), accel, reason, workdir
 
 
+def probe_live(args, spec) -> int:
+    """`kvmconf probe --target local|ssh://...`: what the host runs and offers, and what
+    each feature lacks there (the SKIP reasons a run would give)."""
+    from harness import features
+    from harness.probe import host_capabilities
+    from harness.targets.live import LiveHost, LiveOptions
+    logdir = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="kvmconf-probe-"))
+    output_dir(logdir)
+    names = list(features.names())
+    live = LiveHost.open(LiveOptions(spec, names, ["probe"] + names, logdir, args.ssh_key, args.host_key,
+                                     args.vfio_device, args.allow_module_changes))
+    try:
+        facts = {"target": {"kind": spec.kind, "where": spec.where}, "kernel": live.kernel.record(),
+                 "host": host_capabilities(), "capabilities": live.capabilities,
+                 "features": {n: live.missing(n) or "ready" for n in names}}
+    finally:
+        facts["cleanup"] = live.close()
+    if args.json:
+        print(json.dumps(facts, indent=1))
+    else:
+        table = Table(title=f"kvmconf probe: target {spec.where}")
+        table.add_column("")
+        table.add_column("", overflow="fold")
+        table.add_row("kernel", f"{live.kernel.version} (config: {live.kernel.config_source or 'unreadable'})")
+        table.add_row("cpu", f"{live.capabilities.get('cpu_vendor')} {live.capabilities.get('cpu_model')}")
+        for name, state in facts["features"].items():
+            table.add_row(name, state)
+        table.add_row("left behind", "; ".join(facts["cleanup"]["left_behind"]) or "nothing")
+        out.print(table)
+    return 2 if facts["cleanup"]["left_behind"] else 0
+
+
 def cmd_probe(args) -> int:
+    from harness import targets
     from harness.machine import qemu_binary
     from harness.probe import host_capabilities, qemu_version
+    spec = targets.parse(args.target)
+    targets.check_options(spec, args)
+    if spec.live:
+        return probe_live(args, spec)
     kernel = resolve_kernel(args)
     logdir = Path(args.output) if args.output else Path(tempfile.mkdtemp(prefix="kvmconf-probe-"))
     output_dir(logdir)

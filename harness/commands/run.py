@@ -8,6 +8,7 @@ import os
 import random
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
@@ -18,7 +19,8 @@ from harness.commands.common import (REPO, TESTCASES, err, git_describe, out, ou
                                      parse_features, parse_profiles, suites as known_suites)
 from harness.commands.kernel import add_build_options, resolve_kernel
 from harness.errors import HarnessError, UsageError
-from harness.machine.profiles import profile_for
+from harness.machine.profiles import Profile, profile_for
+from harness import targets
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -36,6 +38,21 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boot-timeout", type=float, default=120.0, help="seconds (default 120)")
     p.add_argument("--history", help="SQLite history (default: results/history.sqlite)")
     p.add_argument("--append", default="", help="extra kernel command line for the guest")
+    add_target_options(p)
+
+
+def add_target_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="qemu",
+                   help="qemu (a guest kvmconf boots; default), local (this machine's running kernel, "
+                        "as root) or ssh://[USER@]HOST[:PORT] (an existing machine)")
+    p.add_argument("--ssh-key", help="ssh target: the private key (default: the agent and ~/.ssh keys)")
+    p.add_argument("--host-key", help="ssh target: the host's public key line or a file with it "
+                                      "(default: known_hosts; never accepted blindly)")
+    p.add_argument("--vfio-device", help="local/ssh target: the PCI device (DDDD:BB:DD.F) VFIO cases may use; "
+                                         "bound to vfio-pci for the run and given back afterwards")
+    p.add_argument("--allow-module-changes", action="store_true",
+                   help="local/ssh target: kvmconf may load the modules features need (unloaded "
+                        "afterwards) and op-scripts may change module parameters")
 
 
 def reproduce_line(args) -> str:
@@ -61,21 +78,23 @@ def reproduce_line(args) -> str:
         words += ["--accel", args.accel]
     if args.append:
         words += ["--append", args.append]
+    if args.target != "qemu":
+        words += ["--target", args.target]
+    for option in ("ssh_key", "host_key", "vfio_device"):
+        if getattr(args, option):
+            words += ["--" + option.replace("_", "-"), getattr(args, option)]
+    if args.allow_module_changes:
+        words.append("--allow-module-changes")
     return shlex.join(words)
 
 
 def cmd_run(args) -> int:
-    import pytest
-
-    from harness.kernel import pvh
-    from harness.probe import choose_accel, host_capabilities, qemu_version
-    from harness.results import history
-    from harness.results.plugin import KvmconfPlugin
-    from harness.results.record import RunRecord
-    from harness.session import RunContext, RunOptions
-    from harness.machine import qemu_binary
+    from harness.probe import choose_accel
+    from harness.targets.live import LiveHost, LiveOptions
 
     started = time.monotonic()
+    target = targets.parse(args.target)
+    targets.check_options(target, args)
     all_features = registry.names()
     features = parse_features(args.features) if args.features else list(all_features)
     for suite in args.suite:
@@ -85,7 +104,6 @@ def cmd_run(args) -> int:
     profiles = parse_profiles(args.profile)
     run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
     output = output_dir(Path(args.output) if args.output else REPO / "results" / run_id)
-    kernel = resolve_kernel(args)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     wanted = {s for s in suites if s in all_features}
     if args.case:
@@ -95,35 +113,92 @@ def cmd_run(args) -> int:
     accel, accel_reason = choose_accel(args.accel)
     payload_names = ["probe"] + [f for f in all_features if f in wanted]
 
+    def progress(text: str) -> None:
+        err.print(f"[dim]{text}[/dim]")
+    live = None
+    if target.live:
+        live = LiveHost.open(LiveOptions(target, [f for f in all_features if f in wanted], payload_names,
+                                         output, args.ssh_key, args.host_key, args.vfio_device,
+                                         args.allow_module_changes), progress)
+        kernel = live.kernel
+    else:
+        kernel = resolve_kernel(args)
+    try:
+        return _run(args, RunPlan(target, features, suites, profiles, run_id, output, seed, machine_profile,
+                                  accel, accel_reason, payload_names, started), kernel, live, progress)
+    finally:
+        if live is not None:
+            live.close()     # a no-op when the run's context closed it
+
+
+@dataclass
+class RunPlan:
+    target: targets.TargetSpec
+    features: list[str]
+    suites: list[str]
+    profiles: dict[str, str]
+    run_id: str
+    output: Path
+    seed: int
+    machine_profile: Profile
+    accel: str
+    accel_reason: str
+    payload_names: list[str]
+    started: float
+
+
+def _run(args, plan: RunPlan, kernel, live, progress) -> int:
+    import pytest
+
+    from harness.kernel import pvh
+    from harness.machine import qemu_binary
+    from harness.probe import host_capabilities, qemu_version
+    from harness.results import history
+    from harness.results.plugin import KvmconfPlugin
+    from harness.results.record import RunRecord
+    from harness.session import RunContext, RunOptions
+
+    target, features, suites, profiles = plan.target, plan.features, plan.suites, plan.profiles
+    run_id, output, seed, machine_profile = plan.run_id, plan.output, plan.seed, plan.machine_profile
+    accel, accel_reason = plan.accel, plan.accel_reason
     record = RunRecord(output / "run.json", run_id, args.label,
                        {"version": harness.__version__, "git": git_describe()},
                        {f: profiles.get(f) or registry.get(f).profiles[0] for f in features},
                        {f: registry.get(f).profiles for f in features})
     record.data["kernel"] = kernel.record()
-    try:
-        qemu = qemu_version(qemu_binary())
-    except HarnessError as e:
-        qemu = f"missing: {e}"
+    record.data["target"] = {"kind": target.kind, "where": target.where}
     host = host_capabilities()
-    record.data["platform"] = {"host_cpu": host["cpu_model"], "accel": accel,
-                               "accel_reason": accel_reason, "qemu": qemu,
-                               "machine_profile": machine_profile.name,
-                               "boot": "pvh-vmlinux" if pvh.boot_file(kernel) != kernel.bzimage else "bzimage",
-                               "capabilities": {"host": host, "guest": None}}
+    if live is None:
+        try:
+            qemu = qemu_version(qemu_binary())
+        except HarnessError as e:
+            qemu = f"missing: {e}"
+        record.data["platform"] = {"host_cpu": host["cpu_model"], "accel": accel,
+                                   "accel_reason": accel_reason, "qemu": qemu,
+                                   "machine_profile": machine_profile.name,
+                                   "boot": "pvh-vmlinux" if pvh.boot_file(kernel) != kernel.bzimage else "bzimage",
+                                   "capabilities": {"host": host, "guest": None}}
+    else:
+        record.data["platform"] = {"host_cpu": live.capabilities.get("cpu_model", "unknown"), "accel": None,
+                                   "accel_reason": f"target {target.kind}: the payloads run on that "
+                                                   f"host's own kernel, no QEMU",
+                                   "qemu": None, "machine_profile": None, "boot": None,
+                                   "capabilities": {"host": host, "target": live.capabilities,
+                                                    "target_missing": {f: live.missing(f) for f in features
+                                                                       if live.missing(f)}}}
     record.data["seed"] = seed
     record.write()
 
     options = RunOptions(output=output, profiles=profiles, seed=seed, accel=accel,
                          accel_reason=accel_reason, machine_profile=machine_profile,
                          boot_timeout=args.boot_timeout, append=shlex.split(args.append),
-                         reproduce=reproduce_line(args) + f" --seed {seed}", payload_names=payload_names)
-
-    def progress(text: str) -> None:
-        err.print(f"[dim]{text}[/dim]")
-    ctx = RunContext(options, kernel, record, progress)
+                         reproduce=reproduce_line(args) + f" --seed {seed}", payload_names=plan.payload_names,
+                         target=target)
+    ctx = RunContext(options, kernel, record, progress, live)
     plugin = KvmconfPlugin(ctx, record, suites, args.case, progress)
-    err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), machine "
-              f"{machine_profile.name}, accel {accel} ({accel_reason}), seed {seed}")
+    err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), target {target.where}"
+              + (f", machine {machine_profile.name}, accel {accel} ({accel_reason})" if live is None else "")
+              + f", seed {seed}")
     pytest_args = [str(TESTCASES), "-p", "no:cacheprovider", "-q", "--no-header", "-rN",
                    "--tb=short", f"--junitxml={output / 'junit.xml'}",
                    "-o", "junit_family=xunit2", "--rootdir", str(REPO)]
@@ -133,8 +208,9 @@ def cmd_run(args) -> int:
         finally:
             ctx.close()
     if plugin.unmatched:
-        raise UsageError(f"--case {plugin.unmatched[0]}: matches no case of the suite")
-    record.data["timing"]["total_s"] = round(time.monotonic() - started, 3)
+        raise UsageError(f"--case {plugin.unmatched[0]}: matches no case of the suite"
+                         + (f" that runs on target {target.kind}" if target.live else ""))
+    record.data["timing"]["total_s"] = round(time.monotonic() - plan.started, 3)
     record.write()
     history.append(Path(args.history) if args.history else REPO / "results" / "history.sqlite",
                    record.data, record.path)
@@ -142,6 +218,10 @@ def cmd_run(args) -> int:
     if code not in (0, 1) and not record.data["cases"]:
         raise HarnessError(f"pytest exited {code} without running a case: see {output / 'pytest.log'}")
     exit_code = record.exit_code()
+    left = (record.data["target"].get("cleanup") or {}).get("left_behind")
+    if left:
+        err.print(f"kvmconf: target {target.where}: left behind: {'; '.join(left)}", markup=False)
+        exit_code = exit_code or 2
     if exit_code:
         worst = next(c for c in record.data["cases"]
                      if c["status"] == ("FAIL" if exit_code == 1 else "ERROR")
@@ -160,7 +240,7 @@ def print_summary(data: dict) -> None:
         table.add_row(case["id"], f"[{colour[case['status']]}]{case['status']}[/]",
                       f"{case['duration_s']:.1f}", case["reason"][:160])
     out.print(table)
-    ran = {c["feature"] for c in data["cases"] if c["status"] != "MISS"}
+    ran = {c["feature"] for c in data["cases"] if c["status"] in ("PASS", "FAIL")}
     verdicts = {f: v for f, v in (data.get("profile_verdict") or {}).items() if f in ran}
     if verdicts:
         out.print("profile verdict: " + " ".join(

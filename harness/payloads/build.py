@@ -126,3 +126,20 @@ def check(name: str, path: Path) -> dict[str, int]:
         if found:
             raise HarnessError(f"payload {name}: ELF check failed: {'; '.join(found)}")
     return symbols
+
+
+def build_all(names: list[str]) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every named payload (a registered feature's from its row's folder): the built
+    paths, and the error of each that failed (its feature's cases ERROR, the rest run)."""
+    paths, errors = {}, {}
+    for name in names:
+        folder = features.get(name).payload_dir if name in features.names() else None
+        try:
+            paths[name] = build(name, folder).path
+        except HarnessError as e:
+            errors[name] = str(e)
+        except Exception as e:  # a bug in a feature's checks: that feature ERRORs
+            errors[name] = f"payload {name}: checks crashed: {type(e).__name__}: {e}"
+    if "probe" in errors:
+        raise HarnessError(errors["probe"])
+    return paths, errors

@@ -1,4 +1,4 @@
-"""SSH to the guest with paramiko: a deadline on every call, bounded output."""
+"""SSH with paramiko: a deadline on every call, bounded output."""
 from __future__ import annotations
 
 import time
@@ -23,33 +23,69 @@ class Result:
 
 
 class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
-    def __init__(self, expected: paramiko.PKey):
-        self.expected = expected
+    """Accept exactly one host key: the one this run put in the guest, or --host-key."""
+
+    def __init__(self, expected: paramiko.PKey, source: str):
+        self.expected, self.source = expected, source
 
     def missing_host_key(self, client, hostname, key):
         if key.get_base64() != self.expected.get_base64():
-            raise HarnessError(f"ssh {hostname}: host key differs from the one this run put in the guest")
+            raise HarnessError(f"ssh {hostname}: host key {key.get_name()} {key.fingerprint} differs from "
+                               f"{self.source} ({self.expected.get_name()} {self.expected.fingerprint}): refused")
+
+
+class _KnownHostsOnly(paramiko.MissingHostKeyPolicy):
+    def __init__(self, files: list[str]):
+        self.files = files
+
+    def missing_host_key(self, client, hostname, key):
+        raise HarnessError(f"ssh {hostname}: host key {key.get_name()} {key.fingerprint} is not in "
+                           f"{' or '.join(self.files) or 'any known_hosts file'} and no --host-key was "
+                           f"given: refused (a host key is never accepted blindly)")
 
 
 class Remote:
-    """One SSH connection to a guest on 127.0.0.1:port."""
+    """One SSH connection: to a kvmconf guest on 127.0.0.1:port (the run's own keys), or to
+    an existing host (the user's key or agent; the host key from --host-key or known_hosts)."""
 
-    def __init__(self, port: int, client_key: paramiko.PKey, host_key: paramiko.PKey,
-                 host: str = "127.0.0.1"):
-        self.host, self.port = host, port
-        self._key, self._host_key = client_key, host_key
+    def __init__(self, port: int, client_key: paramiko.PKey | None, host_key: paramiko.PKey | None,
+                 host: str = "127.0.0.1", user: str = "root", key_file: str | None = None,
+                 known_hosts: list[str] | None = None, host_key_source: str = "the key this run put in the guest"):
+        self.host, self.port, self.user = host, port, user
+        self._key, self._host_key, self._key_file = client_key, host_key, key_file
+        self._known_hosts = known_hosts or []
+        self._host_key_source = host_key_source
         self._client: paramiko.SSHClient | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
 
     def connect(self, timeout: float = 10.0) -> None:
         client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(_PinnedHostKey(self._host_key))
+        if self._host_key is not None:
+            client.set_missing_host_key_policy(_PinnedHostKey(self._host_key, self._host_key_source))
+        else:
+            for path in self._known_hosts:
+                client.load_host_keys(path)
+            client.set_missing_host_key_policy(_KnownHostsOnly(self._known_hosts))
+        # the run's own key alone for a kvmconf guest; else --ssh-key, or the agent and
+        # ~/.ssh's default keys, as ssh(1) would
+        own = self._key is not None or self._key_file is not None
         try:
-            client.connect(self.host, self.port, username="root", pkey=self._key,
-                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                           allow_agent=False, look_for_keys=False)
+            client.connect(self.host, self.port, username=self.user, pkey=self._key,
+                           key_filename=self._key_file, timeout=timeout, banner_timeout=timeout,
+                           auth_timeout=timeout, allow_agent=not own, look_for_keys=not own)
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise HarnessError(f"ssh {self.where}: host key {e.key.get_name()} {e.key.fingerprint} differs "
+                               f"from known_hosts ({e.expected_key.fingerprint}): refused") from None
+        except HarnessError:      # a host key refused by the policy
+            client.close()
+            raise
         except (OSError, paramiko.SSHException, EOFError) as e:
             client.close()
-            raise HarnessError(f"ssh root@{self.host}:{self.port}: {e or type(e).__name__}") from None
+            raise HarnessError(f"ssh {self.where}: {e or type(e).__name__}") from None
         transport = client.get_transport()
         transport.set_keepalive(5)
         self._client = client
@@ -66,7 +102,7 @@ class Remote:
             except HarnessError as e:
                 last = str(e)
                 time.sleep(0.2)
-        raise DeadlineExceeded(f"SSH on 127.0.0.1:{self.port} not ready by the deadline ({last})")
+        raise DeadlineExceeded(f"SSH on {self.where} not ready by the deadline ({last})")
 
     @property
     def connected(self) -> bool:
@@ -81,7 +117,7 @@ class Remote:
         it may raise to abandon the command (the channel is closed first).
         """
         if not self.connected:
-            raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
+            raise HarnessError(f"ssh {self.where}: not connected")
         command = " ".join(_quote(a) for a in argv)
         deadline = time.monotonic() + timeout
         next_watch = time.monotonic() + watch_every
@@ -107,10 +143,10 @@ class Remote:
                         channel.shutdown_write()
                     drained = False
                 if channel.recv_ready():
-                    _append(out, channel.recv(1 << 16))
+                    append_bounded(out, channel.recv(1 << 16))
                     drained = False
                 if channel.recv_stderr_ready():
-                    _append(err, channel.recv_stderr(1 << 16))
+                    append_bounded(err, channel.recv_stderr(1 << 16))
                     drained = False
                 if drained and channel.exit_status_ready():
                     break
@@ -131,25 +167,25 @@ class Remote:
             channel.close()
             return Result(rc, bytes(out), bytes(err))
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise HarnessError(f"ssh 127.0.0.1:{self.port}: {command!r}: {e or type(e).__name__}") from None
+            raise HarnessError(f"ssh {self.where}: {command!r}: {e or type(e).__name__}") from None
 
     def stream(self, argv: list[str], timeout: float = 60.0) -> "Stream":
         """Start argv with stdin left open: the caller feeds it piece by piece and reads
         each answer before sending the next (one payload process for many requests)."""
         if not self.connected:
-            raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
+            raise HarnessError(f"ssh {self.where}: not connected")
         command = " ".join(_quote(a) for a in argv)
         try:
             channel = self._client.get_transport().open_session(timeout=timeout)
             channel.settimeout(timeout)
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise HarnessError(f"ssh 127.0.0.1:{self.port}: {command!r}: {e or type(e).__name__}") from None
+            raise HarnessError(f"ssh {self.where}: {command!r}: {e or type(e).__name__}") from None
         return Stream(channel, command)
 
     def upload(self, local: str, remote: str, timeout: float = 60.0) -> None:
         if not self.connected:
-            raise HarnessError(f"ssh 127.0.0.1:{self.port}: not connected")
+            raise HarnessError(f"ssh {self.where}: not connected")
         try:
             sftp = self._client.open_sftp()
             sftp.get_channel().settimeout(timeout)
@@ -212,10 +248,10 @@ class Stream:
     def _drain(self) -> bool:
         got = False
         if self._channel.recv_ready():
-            _append(self._out, self._channel.recv(1 << 16))
+            append_bounded(self._out, self._channel.recv(1 << 16))
             got = True
         if self._channel.recv_stderr_ready():
-            _append(self._err, self._channel.recv_stderr(1 << 16))
+            append_bounded(self._err, self._channel.recv_stderr(1 << 16))
             got = True
         return got
 
@@ -234,7 +270,7 @@ class Stream:
             self._channel.close()
 
 
-def _append(buf: bytearray, chunk: bytes) -> None:
+def append_bounded(buf: bytearray, chunk: bytes) -> None:
     if len(buf) < MAX_OUTPUT:
         buf += chunk[:MAX_OUTPUT - len(buf)]
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from harness import features
 from harness.compare import Divergence
 from harness.errors import HarnessError, KernelFailure
 from harness.results.record import RunRecord
@@ -21,6 +22,16 @@ def case_id(item) -> str:
     package = item.path.parent.name
     name = item.originalname.removeprefix("test_").replace("_", "-")
     return f"{package}/{name}"
+
+
+def accepts(item, cid: str, target: str) -> bool:
+    """Whether a case runs on the target kind: a case marked `targets(...)` where it
+    says, a feature's cases where its registry row says, the rest everywhere."""
+    marker = item.get_closest_marker("targets")
+    if marker is not None:
+        return target in marker.args
+    feature = cid.split("/", 1)[0]
+    return feature not in features.names() or target in features.get(feature).targets
 
 
 def _one_line(text: str, limit: int = 400) -> str:
@@ -39,6 +50,10 @@ class KvmconfPlugin:
         self.unmatched: list[str] = []       # --case patterns that select nothing
 
     # -- selection ----------------------------------------------------------
+    def pytest_configure(self, config):
+        config.addinivalue_line("markers", "targets(*kinds): the target kinds a case runs on "
+                                           "(qemu, local, ssh; default: all)")
+
     def _selected(self, cid: str) -> bool:
         if self.cases:
             return any(fnmatch.fnmatchcase(cid, pattern) for pattern in self.cases)
@@ -46,9 +61,10 @@ class KvmconfPlugin:
 
     def pytest_collection_modifyitems(self, session, config, items):
         keep, drop = [], []
+        target = self.ctx.options.target.kind
         for item in items:
             cid = case_id(item)
-            (keep if self._selected(cid) else drop).append(item)
+            (keep if self._selected(cid) and accepts(item, cid, target) else drop).append(item)
             self._ids[item.nodeid] = cid
         self.unmatched = [p for p in self.cases
                           if not any(fnmatch.fnmatchcase(self._ids[i.nodeid], p) for i in keep)]
@@ -77,7 +93,7 @@ class KvmconfPlugin:
         state = self._outcome[cid]
         excinfo = call.excinfo
         if call.when == "call" and self.ctx.booted:
-            problems, alive = self.ctx.booted.after_case()
+            problems, alive = self.ctx.booted.after_case(cid.split("/", 1)[0])
             lost = None if alive else self.ctx.discard_dead_guest(cid)
             stuck = excinfo is not None and isinstance(excinfo.value, KernelFailure)
             if problems and not stuck:

@@ -1,5 +1,7 @@
 """Smoke: the machine boots, answers over SSH and QMP, runs the kernel under
-test, offers what the feature suites need, and powers off cleanly.
+test, offers what the feature suites need, and powers off cleanly. On a live
+host (--target local or ssh) only what applies there runs: commands, file
+transfer into the run's private folder, the kernel version.
 
 Only KernelFailure makes a case FAIL (the kernel under test is at fault); a
 plain assertion here is about the harness or QEMU, and ERRORs."""
@@ -10,6 +12,7 @@ import pytest
 from harness.errors import BootFailure, KernelFailure
 
 
+@pytest.mark.targets("qemu")
 def test_boot(kvmconf_ctx):
     """The kernel under test boots to the SSH server; a panic is FAIL with its lines."""
     try:
@@ -22,16 +25,18 @@ def test_boot(kvmconf_ctx):
 
 
 def test_ssh(guest, tmp_path):
-    """Commands keep their exit code and both streams; SFTP uploads arrive intact."""
+    """Commands keep their exit code and both streams; uploads (SFTP; a copy on the
+    local target) arrive intact in the target's scratch folder."""
     result = guest.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.rc, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
     assert guest.run(["cat"], stdin=b"x" * 200000).stdout == b"x" * 200000
     blob = bytes(range(256)) * 64
     (tmp_path / "blob").write_bytes(blob)
-    guest.remote.upload(str(tmp_path / "blob"), "/tmp/blob")
-    assert guest.run(["cat", "/tmp/blob"]).stdout == blob
+    guest.remote.upload(str(tmp_path / "blob"), f"{guest.scratch}/blob")
+    assert guest.run(["cat", f"{guest.scratch}/blob"]).stdout == blob
 
 
+@pytest.mark.targets("qemu")
 def test_qmp_status(guest):
     """QMP answers on the run's private unix socket and the machine is running."""
     status = guest.machine.qmp("query-status")
@@ -39,10 +44,11 @@ def test_qmp_status(guest):
 
 
 def test_kernel_version(guest, kvmconf_ctx):
-    """The guest runs the kernel under test (uname -r is the version kvmconf resolved)."""
+    """The target runs the kernel under test (uname -r is the version kvmconf recorded)."""
     assert guest.run(["uname", "-r"]).text.strip() == kvmconf_ctx.kernel.version
 
 
+@pytest.mark.targets("qemu")
 def test_dev_kvm(guest):
     """In the nested profile the kernel under test offers /dev/kvm (kvm-amd under TCG)."""
     if not guest.machine.profile.nested:
@@ -56,6 +62,7 @@ def test_dev_kvm(guest):
         raise KernelFailure(f"nested virtualization off in the kernel under test: {nested}")
 
 
+@pytest.mark.targets("qemu")
 def test_edu_device(guest):
     """In the VFIO profile the edu device is present and bound to vfio-pci in an IOMMU group."""
     if not guest.machine.profile.vfio:
@@ -69,6 +76,7 @@ def test_edu_device(guest):
         raise KernelFailure(f"/dev/vfio has {guest.capabilities['dev_vfio']!r}, expected groups {groups}")
 
 
+@pytest.mark.targets("qemu")
 def test_poweroff(kvmconf_ctx, guest):
     """Runs last in the smoke suite: a clean poweroff from inside the guest ends QEMU."""
     how = kvmconf_ctx.close_guest()
