@@ -106,9 +106,11 @@ class Suite:
         if must:
             raise CapabilityMissing(f"{requirement.name} reported missing ({seen}), but kernel "
                                     f"{self.kernel.version} must have it: {must}")
+        config = self.kernel.config()
         why = (f"needs {requirement.device}" if requirement.device else
                f"kernel {self.kernel.version} may lack it"
-               + (f" ({requirement.config} not set or config unknown)" if requirement.config else ""))
+               + ("" if not requirement.config else f" ({requirement.config} is not set in its config)"
+                  if config is not None else f" ({requirement.config} may be off; its config is unknown)"))
         pytest.skip(f"{requirement.name} missing: {seen}; {why}")
 
     def require(self, script: dict) -> None:

@@ -213,3 +213,60 @@ def test_list_shows_what_runs_on_each_target():
         {c["id"] for c in qemu["cases"] if c["feature"] != "smoke"}
     vfio = next(f for f in local["features"] if f["name"] == "vfio")
     assert any(n["user_device"] for n in vfio["host_needs"]) and vfio["targets"] == ["local", "qemu", "ssh"]
+
+
+class _ModuleHost:
+    """A stand-in channel for the module bookkeeping: /proc/modules, modprobe, test -e."""
+
+    def __init__(self, loaded, loads, unloads=True):
+        self.loaded, self.loads, self.calls = list(loaded), loads, []
+        self.unloads = unloads      # False: modprobe -r leaves the modules (in use)
+        self.connected = True
+
+    def run(self, argv, stdin=b"", timeout=60.0, watch=None):
+        from harness.remote import Result
+        script, args = argv[2], argv[4:]
+        self.calls.append((script, *args))
+        if script.startswith("cat /proc/modules"):
+            return Result(0, "".join(f"{m} 16384 0 - Live 0x0\n" for m in self.loaded).encode(), b"")
+        if script.startswith("modprobe -r"):
+            for m in self.loads.get(args[0], []) if self.unloads else []:
+                self.loaded.remove(m)
+            return Result(0, b"", b"")
+        if script.startswith("modprobe"):
+            if args[0] not in self.loads:
+                return Result(1, b"", b"modprobe: ERROR: could not insert\n")
+            self.loaded += self.loads[args[0]]
+            return Result(0, b"", b"")
+        if script.startswith("test -e"):
+            return Result(0 if args[0] != "/dev/kvm" or "kvm" in self.loaded else 1, b"", b"")
+        return Result(0, b"", b"")
+
+    def close(self):
+        self.connected = False
+
+
+def test_modules_are_loaded_only_with_leave_and_unloaded_afterwards(tmp_path):
+    need = features.get("syndbg").host_needs[0]
+    for allowed in (False, True):
+        channel = _ModuleHost(["msr"], {"kvm-intel": ["kvm", "kvm_intel"]})   # an Intel host
+        host = LiveHost(LiveOptions(targets.parse("local"), ["syndbg"], [], tmp_path,
+                                    allow_module_changes=allowed), channel)
+        host._modules_before = host._modules()
+        reason = host._meet_needs(features.get("syndbg"))
+        if not allowed:
+            assert "kvm-amd|kvm-intel not loaded" in reason and "--allow-module-changes" in reason
+            assert not any(c[0].startswith("modprobe") for c in channel.calls)
+            continue
+        assert reason is None and host._loaded == ["kvm-intel"]    # kvm-amd was tried first, refused
+        assert [c[1] for c in channel.calls if c[0].startswith("modprobe --")] == ["kvm-amd", "kvm-intel"]
+        assert host.close()["left_behind"] == [] and channel.loaded == ["msr"]
+        assert need.path == "/dev/kvm"
+
+
+def test_a_module_that_stays_loaded_is_reported_left_behind(tmp_path):
+    channel = _ModuleHost(["msr"], {"vfio-pci": ["vfio", "vfio_pci"]}, unloads=False)
+    host = LiveHost(LiveOptions(targets.parse("local"), ["vfio"], [], tmp_path, allow_module_changes=True), channel)
+    host._modules_before = host._modules()
+    assert host._load_modules(features.get("vfio").host_needs[1]) is None
+    assert host.close()["left_behind"] == ["module vfio still loaded", "module vfio_pci still loaded"]

@@ -33,6 +33,21 @@ def boot_once(args, kernel, profile_name: str, logdir: Path):
     return Guest.boot(machine, keys, {}, args.boot_timeout), accel, reason, workdir
 
 
+def feature_state(row, live) -> str:
+    """What a run's first case of the feature would meet: "ready", or the SKIP (or
+    FAIL) reason the shared driver gives, from the same probe."""
+    import pytest
+
+    from harness.driver import CapabilityMissing, Suite
+    try:
+        Suite(row, live, row.profiles[0], live.kernel).require({})
+    except pytest.skip.Exception as e:
+        return f"SKIP: {e.msg}"
+    except CapabilityMissing as e:
+        return f"FAIL: {e}"
+    return "ready"
+
+
 def probe_live(args, spec) -> int:
     """`kvmconf probe --target local|ssh://...`: what the host runs and offers, and what
     each feature lacks there (the SKIP reasons a run would give)."""
@@ -47,7 +62,7 @@ def probe_live(args, spec) -> int:
     try:
         facts = {"target": {"kind": spec.kind, "where": spec.where}, "kernel": live.kernel.record(),
                  "host": host_capabilities(), "capabilities": live.capabilities,
-                 "features": {n: live.missing(n) or "ready" for n in names}}
+                 "features": {n: feature_state(features.get(n), live) for n in names}}
     finally:
         facts["cleanup"] = live.close()
     if args.json:
