@@ -83,7 +83,7 @@ def test_guest_without_ssh_is_an_error_with_evidence(tmp_path, debian_kernel):
                    "--history", str(tmp_path / "h"), "--append", "kvmconf.sshd=0",
                    "--boot-timeout", "25")
     assert done.returncode == 2
-    assert "SSH on 127.0.0.1" in _one_line_error(done) and "not ready by the deadline" in done.stderr
+    assert "SSH on root@127.0.0.1:" in _one_line_error(done) and "not ready by the deadline" in done.stderr
     record = load_run(out)
     assert statuses(record) == {"smoke/boot": "ERROR", "smoke/ssh": "ERROR"}
     evidence = (out / "all.hang.txt").read_text()
