@@ -11,9 +11,11 @@ What runs where:
   triggers (outb, inb, cpuid, wrmsr, rep outsb, MMIO ...), handled by the guest kernel's
   own #VC code, which asks the host through the GHCB (VMGEXIT) or the GHCB MSR protocol;
 * anywhere, offline: `parse_trace` turns the captured ftrace text into events,
-  `exchange` / `msr_exchange` pair each request with KVM's reply, and `compare_exchange`
-  compares the requests with the model's predicted `vmgexit` events
-  (harness/reference/sev_es.py, docs/sev-es-suite.md).
+  `exchange` / `msr_exchange` pair each request with KVM's reply, `window` cuts out the
+  requests between the payload's start and end marks (a real boot's trace also holds
+  OVMF's and the kernel's own VMGEXITs), and `compare_exchange` compares the requests
+  with the model's predicted `vmgexit` events (harness/reference/sev_es.py,
+  docs/sev-es-suite.md).
 
 The trace formats are the TP_printk formats of arch/x86/kvm/trace.h (kvm_vmgexit_*,
 kvm_pio, kvm_msr, kvm_cpuid) and include/trace/events/kvm.h (kvm_mmio), identical in
@@ -330,12 +332,20 @@ class TraceSession:
         self.stop()
 
 
+def qemu_threads(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The thread ids of process `pid` (for TraceSession.follow)."""
+    try:
+        return sorted(int(t.name) for t in (Path(proc) / str(pid) / "task").iterdir())
+    except OSError as e:
+        raise HarnessError(f"{proc}/{pid}/task: {_why(e)}") from None
+
+
 # ---------------------------------------------------------------- trace parsing
 
 # trace_print_context: "%16s-%-7d ", optional "(%7d) " tgid, "[%03d] ", optional irq-info
 # flags (4 or 5 chars), " %5lu.%06lu", ": ", then "<event>: <TP_printk output>".
 _LINE = re.compile(r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+(?:\(\s*(?:\d+|-+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
-                   r"(?:[^\s\[\]]{4,5}\s+)?(?P<ts>\d+\.\d+): (?P<event>\w+): (?P<body>.*?)\s*$")
+                   r"(?:[^\s\[\]]{4,5}\s+)?(?P<ts>\d+(?:\.\d+)?): (?P<event>\w+): (?P<body>.*?)\s*$")
 _LOST = re.compile(r"^CPU:\s*\d+ \[LOST \d+ EVENTS\]")
 _H = "([0-9a-f]+)"
 
@@ -512,3 +522,36 @@ def compare_exchange(observed: list[dict], predicted_events: list[dict]) -> Dive
         return text
 
     return first_divergence(expected, seen, action_of=action)
+
+
+# The guest payload brackets its triggers with `outl %eax, $0xe0` (pc-testdev's 4-byte
+# loopback register: harmless) of these values, so that OVMF's and the boot's own
+# VMGEXITs can be cut away.
+MARK_PORT, MARK_START, MARK_END = 0xE0, 0x6B766D73, 0x6B766D65     # "kvms", "kvme"
+
+
+def _is_mark(request: dict, value: int, port: int) -> bool:
+    return (request["exit"] == 0x7B and (request["info1"] >> 16) == port
+            and (request["info1"] & 0x5) == 0                        # OUT, not string
+            and any(h["event"] == "kvm_pio" and h["rw"] == 1 and h["port"] == port
+                    and h["val"] == value for h in request["host"]))
+
+
+def window(observed: list[dict], start: int = MARK_START, end: int = MARK_END,
+           port: int = MARK_PORT) -> list[dict]:
+    """The requests strictly between the first start mark and the next end mark, of the
+    vCPU that wrote the start mark (the marks are OUTs to `port`, identified by the value
+    kvm_pio recorded)."""
+    begin = next((i for i, r in enumerate(observed) if _is_mark(r, start, port)), None)
+    if begin is None:
+        raise HarnessError(f"no start mark in the trace: no OUT of {start:#x} to port {port:#x}")
+    vcpu = observed[begin]["vcpu"]
+    out = []
+    for request in observed[begin + 1:]:
+        if request["vcpu"] != vcpu:
+            continue
+        if _is_mark(request, end, port):
+            return out
+        out.append(request)
+    raise HarnessError(f"no end mark after the start mark: no OUT of {end:#x} to port {port:#x} "
+                       f"on vcpu {vcpu} (the guest stopped early, or the ring buffer was too small)")

@@ -244,8 +244,11 @@ def test_parse_other_line_layouts():
     # no irq-info flags, a tgid column, a task name with a dash, trace_pipe without header
     text = ("  qemu-system-x86-77      (     70) [000]   5.000001: kvm_vmgexit_enter: "
             "vcpu 3, exit_reason 81, exit_info1 0, exit_info2 0\n"
-            "       CPU 1/KVM-4244    [000] d..2.     6.000002: kvm_exit: vcpu 1 reason npf rip 0x0\n")
-    first, second = hw.parse_trace(text)
+            "       CPU 1/KVM-4244    [000] d..2.     6.000002: kvm_exit: vcpu 1 reason npf rip 0x0\n"
+            "       CPU 1/KVM-4244    [000] ....  123456789012: kvm_vmgexit_msr_protocol_exit: "
+            "vcpu 1, ghcb_gpa 0000000000000005, result 1\n")          # trace_clock counter
+    first, second, third = hw.parse_trace(text)
+    assert (third["ts"], third["ghcb_gpa"], third["result"]) == (123456789012.0, 5, 1)
     assert (first["task"], first["pid"], first["vcpu"], first["exit_reason"]) == ("qemu-system-x86", 77, 3, 0x81)
     assert second == {"event": "kvm_exit", "vcpu": None, "task": "CPU 1/KVM", "pid": 4244, "cpu": 0,
                       "ts": 6.000002, "raw": "vcpu 1 reason npf rip 0x0"}
@@ -428,3 +431,43 @@ def test_trace_session_context_manager_and_errors(tracefs, tmp_path):
     s.start()
     with pytest.raises(HarnessError, match="instances/plain not removed"):
         s.stop()
+
+
+# ---------------------------------------------------------------- window, qemu_threads
+
+def mark(vcpu, value, pid=None):
+    pid = pid or 100 + vcpu
+    return [vm(vcpu, "enter", 0x7b, 0xe00240, pid=pid),
+            line(f"CPU {vcpu}/KVM", pid, "kvm_pio", f"pio_write at 0xe0 size 4 count 1 val 0x{value:x} "),
+            vm(vcpu, "exit", 0x7b, pid=pid)]
+
+
+def test_window_cuts_the_triggers_out_of_a_boot():
+    triggers = [l for l in TRACE.splitlines() if not l.startswith("#")][14:]   # the GHCB part
+    text = "\n".join([
+        vm(0, "enter", 0x72), vm(0, "exit", 0x72),                          # OVMF / boot
+        *mark(0, 0x6B766D00),                                               # not a mark value
+        *mark(0, hw.MARK_START, pid=4243),
+        *triggers[:6],
+        vm(1, "enter", 0x72), vm(1, "exit", 0x72),                          # another vCPU meanwhile
+        *triggers[6:],
+        *mark(0, hw.MARK_END, pid=4243),
+        vm(0, "enter", 0x7b, 0x800210), vm(0, "exit", 0x7b)])               # after the payload
+    ex = hw.exchange(hw.parse_trace(text))
+    assert len(ex) == 14
+    cut = hw.window(ex)
+    assert cut == hw.exchange(EVENTS)
+    assert hw.compare_exchange(cut, PREDICTED) is None
+    assert hw.compare_exchange(ex, PREDICTED) is not None                   # uncut: the boot's requests differ
+    with pytest.raises(HarnessError, match="no end mark after the start mark: no OUT of 0x6b766d65 to port 0xe0 on vcpu 0"):
+        hw.window(ex[:-2])
+    with pytest.raises(HarnessError, match="no start mark in the trace: no OUT of 0x6b766d73 to port 0xe0"):
+        hw.window(hw.exchange(EVENTS))
+
+
+def test_qemu_threads(tmp_path):
+    for tid in ("4243", "4242", "4250"):
+        (tmp_path / "4242" / "task" / tid).mkdir(parents=True)
+    assert hw.qemu_threads(4242, proc=tmp_path) == [4242, 4243, 4250]
+    with pytest.raises(HarnessError, match="4711/task: No such file or directory"):
+        hw.qemu_threads(4711, proc=tmp_path)
