@@ -18,10 +18,21 @@ What runs where:
   docs/sev-es-suite.md).
 
 The trace formats are the TP_printk formats of arch/x86/kvm/trace.h (kvm_vmgexit_*,
-kvm_pio, kvm_msr, kvm_cpuid) and include/trace/events/kvm.h (kvm_mmio), identical in
-Debian's 6.1.192 and in torvalds/linux master; the hex fields of the kvm_vmgexit_*
-events are printed without 0x (``%llx``, ``%016llx``). The line prefix is
-kernel/trace/trace_output.c trace_print_context: ``%16s-%-7d [%03d] <flags> %5lu.%06lu: ``.
+kvm_pio, kvm_msr, kvm_cpuid) and include/trace/events/kvm.h (kvm_mmio) of Debian's
+6.1.192 source; arch/x86/kvm/trace.h of a later torvalds/linux (029e8c8ad655) prints
+the same. The hex fields of the kvm_vmgexit_* events carry no 0x (``%llx``,
+``%016llx``). The line prefix is 6.1's kernel/trace/trace_output.c
+trace_print_context: ``%16s-%-7d [%03d] <5 flag chars> %5lu.%06lu: ``.
+
+What 6.1's KVM records around a request (arch/x86/kvm/svm/sev.c, x86.c):
+kvm_vmgexit_enter fires when the GHCB is mapped, before validation; kvm_vmgexit_exit
+when it is unmapped before the next VMRUN, so its info1/info2 are KVM's reply; an OUT's
+kvm_pio fires before the exit to QEMU, an IN's after QEMU answered; a string OUT's
+kvm_pio shows only the first element ("(...)" marks count > 1); an MMIO write's
+kvm_mmio always fires (write_mmio traces before dispatching), an MMIO read's only when
+an in-kernel device (LAPIC, IOAPIC, ioeventfd) answered it: the SEV-ES read path to
+QEMU's devices (kvm_sev_es_mmio_read, complete_sev_es_emulated_mmio) records none;
+kvm_cpuid fires inside each MSR-protocol CPUID request too.
 
 Nothing here boots a guest or changes the host beyond the tracefs instance it creates
 and removes.
@@ -200,7 +211,9 @@ def qemu_command(kernel, initrd, ovmf_code, ovmf_vars, cbitpos: int, reduced_phy
     reset), the in-kernel irqchip (QEMU's default with KVM, which SEV-ES requires; never
     pass kernel-irqchip=off). `ovmf_vars` must be a per-run copy of the vars template:
     the guest writes it. `cbitpos` and `reduced_phys_bits` are the host's CPUID
-    0x8000001F EBX[5:0] and EBX[11:6]; QEMU refuses values that differ from the host's.
+    0x8000001F EBX[5:0] and EBX[11:6]: QEMU's sev_kvm_init refuses a cbitpos other than
+    the host's and a reduced-phys-bits outside 1..63, and refuses SEV-ES without an
+    in-kernel irqchip ("SEV-ES guests require in-kernel irqchip support").
     """
     if not isinstance(cbitpos, int) or not 32 <= cbitpos <= 63:
         raise HarnessError(f"cbitpos {cbitpos!r}: the C-bit is a physical-address bit 32..63 "
