@@ -321,7 +321,6 @@ class TraceSession:
         """Stop recording and remove the instance (idempotent)."""
         if not self.started:
             return
-        self.started = False
         errors = []
         for rel in ["tracing_on"] + [f"events/kvm/{e}/enable" for e in EVENTS]:
             path = self.instance / rel
@@ -334,6 +333,7 @@ class TraceSession:
             self._rmdir(self.instance)
         except OSError as e:
             raise HarnessError(f"tracefs instance {self.instance} not removed: {_why(e)}") from None
+        self.started = False
         if errors:
             raise HarnessError(f"tracefs: {'; '.join(errors)}")
 
@@ -445,23 +445,25 @@ def parse_trace(text: str) -> list[dict]:
 
 def _pairs(events: list[dict], enter: str, exit_: str, host: Iterable[str]):
     """(enter event, exit event | None, host events between them on the same task) per
-    `enter`, pairing by vcpu. An exit before any enter of its vcpu (the capture began
-    mid-exchange) is skipped; two enters of one vcpu without an exit between are an error."""
-    open_: dict[int, tuple[dict, list]] = {}
+    `enter`, pairing by vcpu on its thread (pid: vCPU 0 of another VM is another thread).
+    An exit before any enter of its vcpu (the capture began mid-exchange) is skipped; two
+    enters of one vcpu without an exit between are an error."""
+    open_: dict[tuple[int, int], tuple[list, list]] = {}
     out: list[list] = []
     host = set(host)
     for index, ev in enumerate(events):
         kind = ev["event"]
+        key = (ev["pid"], ev["vcpu"])
         if kind == enter:
-            if ev["vcpu"] in open_:
-                raise HarnessError(f"trace event {index}: {enter} of vcpu {ev['vcpu']} before the "
-                                   f"{exit_} of its previous one")
+            if key in open_:
+                raise HarnessError(f"trace event {index}: {enter} of vcpu {ev['vcpu']} (pid {ev['pid']}) "
+                                   f"before the {exit_} of its previous one")
             record = [ev, None, []]
-            open_[ev["vcpu"]] = (record, record[2])
+            open_[key] = (record, record[2])
             out.append(record)
         elif kind == exit_:
-            if ev["vcpu"] in open_:
-                record, _ = open_.pop(ev["vcpu"])
+            if key in open_:
+                record, _ = open_.pop(key)
                 record[1] = ev
         elif kind in host:
             for record, attached in open_.values():
@@ -471,7 +473,7 @@ def _pairs(events: list[dict], enter: str, exit_: str, host: Iterable[str]):
 
 
 def exchange(events: list[dict]) -> list[dict]:
-    """The guest's GHCB requests as the host saw them, in order: one {"vcpu", "exit",
+    """The guest's GHCB requests as the host saw them, in order: one {"vcpu", "pid", "exit",
     "info1", "info2"} per kvm_vmgexit_enter (sw_exit_code, sw_exit_info_1, sw_exit_info_2
     as the guest wrote them), with KVM's reply {"reply_info1", "reply_info2"} from the
     next kvm_vmgexit_exit of the same vcpu (None when the trace ends first) and "host":
@@ -483,7 +485,7 @@ def exchange(events: list[dict]) -> list[dict]:
         if exit_ is not None and exit_["exit_reason"] != enter["exit_reason"]:
             raise HarnessError(f"vmgexit {index}: kvm_vmgexit_exit exit_reason {exit_['exit_reason']:#x} "
                                f"for a request with exit_reason {enter['exit_reason']:#x}")
-        out.append({"vcpu": enter["vcpu"], "exit": enter["exit_reason"],
+        out.append({"vcpu": enter["vcpu"], "pid": enter["pid"], "exit": enter["exit_reason"],
                     "info1": enter["info1"], "info2": enter["info2"],
                     "reply_info1": exit_["info1"] if exit_ else None,
                     "reply_info2": exit_["info2"] if exit_ else None,
@@ -493,14 +495,14 @@ def exchange(events: list[dict]) -> list[dict]:
 
 
 def msr_exchange(events: list[dict]) -> list[dict]:
-    """The guest's GHCB MSR protocol requests: {"vcpu", "request" (the MSR value the guest
+    """The guest's GHCB MSR protocol requests: {"vcpu", "pid", "request" (the MSR value the guest
     wrote), "reply" (the MSR value KVM left), "result" (the handler's return), "host"}.
     A termination request (0x100) has reply and result None: 6.1's KVM exits to user
     space before its msr_protocol_exit tracepoint."""
     out = []
     for enter, exit_, host in _pairs(events, "kvm_vmgexit_msr_protocol_enter",
                                      "kvm_vmgexit_msr_protocol_exit", HOST_EVENTS):
-        out.append({"vcpu": enter["vcpu"], "request": enter["ghcb_gpa"],
+        out.append({"vcpu": enter["vcpu"], "pid": enter["pid"], "request": enter["ghcb_gpa"],
                     "reply": exit_["ghcb_gpa"] if exit_ else None,
                     "result": exit_["result"] if exit_ else None,
                     "host": [{k: v for k, v in h.items() if k not in ("task", "pid", "cpu", "ts")}
@@ -553,15 +555,15 @@ def _is_mark(request: dict, value: int, port: int) -> bool:
 def window(observed: list[dict], start: int = MARK_START, end: int = MARK_END,
            port: int = MARK_PORT) -> list[dict]:
     """The requests strictly between the first start mark and the next end mark, of the
-    vCPU that wrote the start mark (the marks are OUTs to `port`, identified by the value
+    vCPU (thread) that wrote the start mark (the marks are OUTs to `port`, identified by the value
     kvm_pio recorded)."""
     begin = next((i for i, r in enumerate(observed) if _is_mark(r, start, port)), None)
     if begin is None:
         raise HarnessError(f"no start mark in the trace: no OUT of {start:#x} to port {port:#x}")
-    vcpu = observed[begin]["vcpu"]
+    vcpu, pid = observed[begin]["vcpu"], observed[begin]["pid"]
     out = []
     for request in observed[begin + 1:]:
-        if request["vcpu"] != vcpu:
+        if (request["vcpu"], request["pid"]) != (vcpu, pid):
             continue
         if _is_mark(request, end, port):
             return out

@@ -320,8 +320,17 @@ def test_exchange_two_vcpus_interleaved_orphans_and_open_ends():
     assert [h["event"] for h in ex[1]["host"]] == ["kvm_cpuid"]
 
 
+def test_exchange_two_vms_vcpu_0_each():
+    text = "\n".join([vm(0, "enter", 0x7b, 0x800210, pid=100), vm(0, "enter", 0x72, pid=200),
+                      vm(0, "exit", 0x7b, 0, 0, pid=100), vm(0, "exit", 0x72, 5, 6, pid=200)])
+    ex = hw.exchange(hw.parse_trace(text))
+    assert [(e["pid"], e["exit"], e["reply_info1"], e["reply_info2"]) for e in ex] == [(100, 0x7b, 0, 0),
+                                                                                       (200, 0x72, 5, 6)]
+
+
 def test_exchange_inconsistent_traces_are_errors():
-    with pytest.raises(HarnessError, match="kvm_vmgexit_enter of vcpu 0 before the kvm_vmgexit_exit"):
+    with pytest.raises(HarnessError, match=r"trace event 1: kvm_vmgexit_enter of vcpu 0 \(pid 100\) before the "
+                                           r"kvm_vmgexit_exit of its previous one"):
         hw.exchange(hw.parse_trace("\n".join([vm(0, "enter", 0x7b), vm(0, "enter", 0x72)])))
     with pytest.raises(HarnessError, match="exit_reason 0x72 for a request with exit_reason 0x7b"):
         hw.exchange(hw.parse_trace("\n".join([vm(0, "enter", 0x7b), vm(0, "exit", 0x72)])))
