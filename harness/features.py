@@ -125,6 +125,14 @@ class Feature:
     # parameter), or None: on a live host such a script runs only with
     # --allow-module-changes.
     host_change: Callable[[dict], str | None] | None = None
+    # Where its payload runs: "target" (the guest or the live host) or "harness" (this
+    # machine: a program `builder` builds from the kernel under test's source, the
+    # kernel's own code in user space; "module:function(tree) -> object with .path
+    # and .kernel_files"). `user_space_files` are the kernel files it compiles: a
+    # --patch may touch them although the kernel build does not compile them.
+    runs_on: str = "target"
+    builder: str | None = None
+    user_space_files: tuple[str, ...] = ()
     origin: Path = REPO                          # folder relative names are resolved from
 
     # -- the feature's own modules -------------------------------------------
@@ -170,6 +178,11 @@ class Feature:
     @property
     def model_file(self) -> Path:
         return Path(self.model_module.__file__)
+
+    def build_payload(self, tree: Path):
+        """The harness-side payload built from `tree` (rows with a `builder`)."""
+        module, _, function = self.builder.partition(":")
+        return getattr(self._load(module), function)(tree)
 
     def cited_functions(self) -> set[str]:
         """Functions the model names as `name()` in its comments: the mutation scope."""
@@ -280,6 +293,11 @@ def rows() -> tuple[Feature, ...]:
     if dup:
         raise UsageError(f"feature {dup!r} is registered twice")
     return found
+
+
+def user_space_files() -> frozenset[str]:
+    """Kernel files some feature compiles into a user-space program (not the kernel build)."""
+    return frozenset(f for row in rows() for f in row.user_space_files)
 
 
 def names() -> tuple[str, ...]:

@@ -10,12 +10,13 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guestimage import build_base, with_keys
-from harness.kernel import pvh
+from harness.kernel import pvh, source
 from harness.machine import Machine
 from harness.machine.profiles import Profile
 from harness.payloads import build as payload_build
 from harness.remote.keys import generate
 from harness.targets import TargetSpec
+from harness.targets.host import HarnessSide
 from harness.targets.live import LiveHost
 
 
@@ -45,6 +46,8 @@ class RunContext:
         self._lost = ""        # why the live host runs no more cases
         self._guest: Guest | None = None
         self._boot_error: HarnessError | None = None
+        self._harness_sides: dict[str, HarnessSide] = {}
+        self._harness_errors: dict[str, HarnessError] = {}
         self.payload_errors: dict[str, str] = {}
         self._boots = 0   # machines booted so far; the logs of boot n are <profile>-<n>.*
 
@@ -93,6 +96,30 @@ class RunContext:
         self.record.data["platform"]["capabilities"]["guest"] = self._guest.capabilities
         self.record.write()
         return self._guest
+
+    def payload_host(self, row):
+        """Where a feature's payload runs: the target, or this machine for a row whose
+        payload is built from the kernel's source (raises source.NoSource when none is known)."""
+        if row.runs_on != "harness":
+            return self.guest()
+        if row.name in self._harness_errors:
+            raise self._harness_errors[row.name]
+        if row.name not in self._harness_sides:
+            tree = source.tree_of(self.kernel, self.workdir)
+            try:
+                built = row.build_payload(tree)
+            except Exception as e:  # a failed build (or a bug in the builder): that feature ERRORs
+                error = e if isinstance(e, HarnessError) else HarnessError(
+                    f"{row.name}: building its payload crashed: {type(e).__name__}: {e}")
+                self._harness_errors[row.name] = error
+                raise error from None
+            folder = self.workdir / "harness-payloads"
+            folder.mkdir(exist_ok=True)
+            (folder / row.name).symlink_to(built.path)
+            self.record.data.setdefault("compiled_kernel_files", {})[row.name] = dict(built.kernel_files)
+            self.record.write()
+            self._harness_sides[row.name] = HarnessSide(str(folder), self.options.output)
+        return self._harness_sides[row.name]
 
     @property
     def booted(self):

@@ -9,6 +9,7 @@ import pytest
 
 from harness import features
 from harness.driver import Suite
+from harness.kernel import source
 from harness.results.plugin import case_id
 
 
@@ -44,10 +45,17 @@ def kvmconf_profile(kvmconf_ctx):
 
 
 @pytest.fixture
-def suite(guest, kvmconf_profile, kvmconf_ctx):
-    """suite(feature) -> the shared driver (harness.driver.Suite) for that feature."""
+def suite(kvmconf_profile, kvmconf_ctx):
+    """suite(feature) -> the shared driver (harness.driver.Suite) for that feature, on the
+    run's guest or live host, or on this machine for a feature whose payload is built
+    from the kernel's source (SKIP when no source is known for the kernel under test)."""
     def make(feature: str) -> Suite:
-        return Suite(features.get(feature), guest, kvmconf_profile(feature), kvmconf_ctx.kernel)
+        row = features.get(feature)
+        try:
+            host = kvmconf_ctx.payload_host(row)
+        except source.NoSource as e:
+            pytest.skip(str(e))
+        return Suite(row, host, kvmconf_profile(feature), kvmconf_ctx.kernel)
     return make
 
 

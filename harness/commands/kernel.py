@@ -10,9 +10,10 @@ from harness.commands.common import err
 from harness.errors import UsageError
 
 
-def resolve_kernel(args):
+def resolve_kernel(args, source_only: bool = False):
     """The kernel under test: --kernel/--modules, or built from --source/--patch/--config,
-    else Debian's packaged kernel."""
+    else Debian's packaged kernel. `source_only`: the run compiles only the kernel's own
+    code into user-space programs, so --source/--patch give the patched source, unbuilt."""
     from harness.kernel import bzimage, debian
     if args.modules and not args.kernel:
         raise UsageError("--modules needs --kernel")
@@ -20,20 +21,18 @@ def resolve_kernel(args):
     if source or getattr(args, "patch", None) or getattr(args, "config", None) or getattr(args, "series", None):
         if args.kernel:
             raise UsageError("--kernel and --source/--patch/--config exclude each other")
-        return build_kernel(args).kernel
+        return source_kernel(args) if source_only else build_kernel(args).kernel
     if args.kernel:
         return bzimage.from_path(Path(args.kernel), Path(args.modules) if args.modules else None)
     err.print("kernel: Debian's packaged kernel (fetching into the cache if needed)")
     return debian.fetch()
 
 
-def build_kernel(args):
-    """Build from --source/--patch/--config/--series (its first --series-prefix patches)."""
-
+def _patches(args) -> tuple[list[Path], list[dict] | None]:
+    """--patch files then the --series patches (its first --series-prefix), and the
+    series records (None: the patches' own)."""
     from harness import series as serieslib
-    from harness.kernel import build
     from harness.kernel import patches as patchlib
-    fragments = build.default_fragments() + [Path(f) for f in args.config]
     patch_files = [Path(p) for p in args.patch]
     records = None
     if args.series:
@@ -46,6 +45,27 @@ def build_kernel(args):
         trimmed = dataclasses.replace(revision, patches=chosen)
         patch_files += serieslib.write_patches(trimmed, folder)
         records = [patchlib.load(p).record() for p in patch_files[:len(args.patch)]] + trimmed.records()
+    return patch_files, records
+
+
+def source_kernel(args):
+    """--source/--patch/--series as a patched source, not built (harness.kernel.source)."""
+    from harness.kernel import build
+    from harness.kernel import patches as patchlib
+    from harness.kernel.source import SourceKernel
+    patch_files, records = _patches(args)
+    kernel = SourceKernel(Path(args.source) if args.source else build.DEFAULT_SOURCE, patch_files,
+                          records or [patchlib.load(p).record() for p in patch_files])
+    err.print(f"kernel: source {kernel.version} with {len(patch_files)} patch(es), not built "
+              f"(the selected features compile the kernel's own code in user space)")
+    return kernel
+
+
+def build_kernel(args):
+    """Build from --source/--patch/--config/--series (its first --series-prefix patches)."""
+    from harness.kernel import build
+    fragments = build.default_fragments() + [Path(f) for f in args.config]
+    patch_files, records = _patches(args)
     try:
         result = build.build(Path(args.source) if args.source else None, patch_files,
                              fragments, series=records, jobs=getattr(args, "jobs", None),

@@ -57,7 +57,7 @@ def feature_facts(row: features.Feature) -> dict:
             "needs_hardware": row.needs_hardware, "profiles": list(row.profiles),
             "default_profile": row.profiles[0], "kernel_files": list(row.kernel_files),
             "modules": list(row.modules), "config": str(row.config_fragment) if row.config else None,
-            "targets": sorted(row.targets),
+            "targets": sorted(row.targets), "runs_on": row.runs_on,
             "host_needs": [{"name": n.name, "path": n.path, "modules": list(n.modules),
                             "user_device": n.user_device, "device_ids": list(n.device_ids)}
                            for n in row.host_needs],

@@ -111,7 +111,9 @@ def cmd_run(args) -> int:
     with_smoke = any(c.startswith("smoke/") for c in args.case) if args.case else "smoke" in suites
     machine_profile = profile_for(wanted | ({"smoke"} if with_smoke else set()))
     accel, accel_reason = choose_accel(args.accel)
-    payload_names = ["probe"] + [f for f in all_features if f in wanted]
+    # the payloads that go to the target (a harness-side row builds its own from the source)
+    payload_names = ["probe"] + [f for f in all_features if f in wanted
+                                 and registry.get(f).runs_on == "target"]
 
     def progress(text: str) -> None:
         err.print(f"[dim]{text}[/dim]")
@@ -122,7 +124,11 @@ def cmd_run(args) -> int:
                                          args.allow_module_changes), progress)
         kernel = live.kernel
     else:
-        kernel = resolve_kernel(args)
+        # a run whose features all compile the kernel's code into user-space programs
+        # (and no smoke) boots nothing: a --source/--patch kernel is not built
+        source_only = bool(wanted) and not with_smoke and all(
+            registry.get(f).runs_on == "harness" for f in wanted)
+        kernel = resolve_kernel(args, source_only)
     try:
         return _run(args, RunPlan(target, features, suites, profiles, run_id, output, seed, machine_profile,
                                   accel, accel_reason, payload_names, started), kernel, live, progress)
@@ -176,7 +182,8 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
         record.data["platform"] = {"host_cpu": host["cpu_model"], "accel": accel,
                                    "accel_reason": accel_reason, "qemu": qemu,
                                    "machine_profile": machine_profile.name,
-                                   "boot": "pvh-vmlinux" if pvh.boot_file(kernel) != kernel.bzimage else "bzimage",
+                                   "boot": None if kernel.kind == "source" else
+                                   "pvh-vmlinux" if pvh.boot_file(kernel) != kernel.bzimage else "bzimage",
                                    "capabilities": {"host": host, "guest": None}}
     else:
         record.data["platform"] = {"host_cpu": live.capabilities.get("cpu_model", "unknown"), "accel": None,

@@ -20,6 +20,7 @@ class KernelImage:
     source: dict | None = None     # {"path", "sha256"} for built kernels
     config_sha256: str | None = None
     series: list[dict] = field(default_factory=list)
+    patch_files: list[Path] = field(default_factory=list)   # a built kernel's patches, in order
     _config: object = field(default=_UNREAD, init=False, repr=False, compare=False)
 
     def config(self) -> dict[str, str] | None:

@@ -244,10 +244,13 @@ def _configure(work: Path, obj: Path, fragments: list[Path], log: Path) -> str:
 
 def _check_patched_sources_built(obj: Path, patch_list: list[patchlib.Patch],
                                  only_in: Path | None = None) -> None:
-    """Every C file a patch touches has its object file (only those in `only_in`, if given)."""
+    """Every C file a patch touches has its object file (only those in `only_in`, if given),
+    except the files a feature compiles into a user-space program of its own."""
+    from harness import features
+    exempt = features.user_space_files()
     for patch in patch_list:
         for rel in patch.files:
-            if only_in is not None and not (only_in / rel).exists():
+            if (only_in is not None and not (only_in / rel).exists()) or rel in exempt:
                 continue
             if rel.endswith(".c") and not (obj / rel).with_suffix(".o").exists():
                 raise UsageError(f"--patch {patch.path.name} touches {rel}, which the merged config "
@@ -308,6 +311,11 @@ def build(source: Path | None = None, patch_files: list[Path] = (), fragments: l
         with atomic_directory(out) as tmp:
             shutil.copyfile(obj / "arch/x86/boot/bzImage", tmp / "bzImage")
             shutil.copyfile(obj / ".config", tmp / "config")
+            # the patches themselves, for what compiles the kernel's code outside the kernel
+            # build (harness/kernel/source.py: the patched view of the tree)
+            (tmp / "patches").mkdir()
+            for i, p in enumerate(patch_list):
+                shutil.copyfile(p.path, tmp / "patches" / f"{i:03d}-{p.path.name}")
             meta = {"key": key, "version": read_version(tmp / "bzImage"),
                     "bzimage_sha256": sha256_file(tmp / "bzImage"),
                     "source": {"path": str(source), "sha256": src_digest},
@@ -323,6 +331,8 @@ def build(source: Path | None = None, patch_files: list[Path] = (), fragments: l
 
 def _image(out: Path, series: list[dict]) -> KernelImage:
     meta = json.loads((out / "metadata.json").read_text())
+    kept = sorted((out / "patches").glob("*")) if (out / "patches").is_dir() else \
+        [Path(p["file"]) for p in meta["patches"]]     # a build from before patches were kept
     return KernelImage(kind="built", version=meta["version"], bzimage=out / "bzImage",
                        sha256=meta["bzimage_sha256"], modules_dir=None, source=meta["source"],
-                       config_sha256=meta["config_sha256"], series=series)
+                       config_sha256=meta["config_sha256"], series=series, patch_files=kept)

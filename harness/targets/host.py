@@ -99,3 +99,14 @@ class PayloadHost:
         self.baseline_taint |= taint
         return [f"kernel gained taint bits {gained:#x} (tainted={taint:#x})"] if gained else []
 
+
+
+class HarnessSide(PayloadHost):
+    """This machine as the place a feature's payload runs: a program built from the
+    kernel under test's source (the kernel's own code in user space, against a shim)."""
+    kind = "harness"
+
+    def __init__(self, payload_dir: str, evidence_dir: Path):
+        from harness.targets.local_shell import LocalShell
+        super().__init__("harness", LocalShell(), payload_dir, {}, evidence_dir)
+        self.where = "this machine (the kernel's own code compiled into a user-space program)"
