@@ -48,7 +48,7 @@ extern const int bridge_mmio_count;
 #define VCSIM_MAX_MSRS  64
 #define VCSIM_MAX_MMIO  16
 #define VCSIM_MAX_PMC   16
-struct vcsim_port { unsigned int port; unsigned int len, pos; unsigned char data[4096]; };
+struct vcsim_port { unsigned int port; unsigned int len, pos; unsigned char data[65536]; };
 struct vcsim_mmio { unsigned long long pa; unsigned int len; unsigned char data[4096]; };
 struct vcsim_reply {             /* fault injection for one trigger's VMGEXIT replies */
 	int has_info1, has_info2; unsigned long long info1, info2;
