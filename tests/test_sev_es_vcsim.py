@@ -258,10 +258,19 @@ def test_wbinvd_rdtsc_rdtscp_rdpmc(vcsim):
 
 
 def test_vmmcall_kernel_and_user(vcsim):
-    ev = run(vcsim, script("", "A op=insn bytes=0f01d9 exit=0x81 rax=1"))
+    ev = run(vcsim, script("rbx=2 rcx=3 rdx=4 rsi=5", "A op=insn bytes=0f01d9 exit=0x81 rax=1",
+                           "H vmmcall_rax=0"))
     g = one(ev, 0, "vmgexit")
     assert g["cpl"] == 0 and g["valid"][0] == 0x8000000002000000
-    assert one(ev, 0, "result")["rip"] == RIP + 3
+    # kvm.c's kvm_sev_es_hcall_prepare adds RBX RCX RDX RSI (a guest on KVM)
+    assert g["valid"][1] == 0x001C004E00000000
+    assert g["regs"] == {"rax": 1, "rbx": 2, "rcx": 3, "rdx": 4, "rsi": 5}
+    r = one(ev, 0, "result")
+    assert r["rip"] == RIP + 3 and r["regs"]["rax"] == 0
+    ev = run(vcsim, script("kvm=0", "A op=insn bytes=0f01d9 exit=0x81 rax=1"))
+    g = one(ev, 0, "vmgexit")
+    assert g["valid"] == [0x8000000002000000, W1_BASE] and g["regs"] == {"rax": 1}
+    assert one(ev, 0, "result")["regs"]["rax"] == (1 << 64) - 1000   # -KVM_ENOSYS
     ev = run(vcsim, "S 0 mode=u rip=0x401000\nA op=insn bytes=0f01d9 exit=0x81 rax=1\nE\n")
     assert one(ev, 0, "vmgexit")["cpl"] == 3
     r = one(ev, 0, "result")
@@ -379,7 +388,7 @@ def test_binary_has_no_privileged_instructions(vcsim):
     assert sev_es_build.check_binary(vcsim.path) == []
     text = subprocess.run(["objdump", "-d", str(vcsim.path)], capture_output=True,
                           text=True, check=True).stdout
-    assert not re.search(r"\t(rep[a-z]* )?(vmmcall|rdmsr|wrmsr)\b", text)
+    assert not re.search(r"\t(rep[a-z]* )?(vmmcall|vmgexit|rdmsr|wrmsr)\b", text)
     assert "<vc_handle_exitcode>" in text or "<bridge_handle_vc>" in text
 
 
@@ -392,6 +401,37 @@ def test_kernel_files_and_cache(vcsim, tree):
     assert not (tree / "arch/x86/lib/inat-tables.c").exists()
     assert not (tree / "include/generated").exists()
     assert sev_es_build.build_vcsim(tree).path == vcsim.path
+
+
+def test_user_mode_paths(vcsim):
+    user = "S 0 mode=u rip=0x401000"
+    ev = run(vcsim, "\n".join([user, "H cpuid=1,0,0x800f12,0,0,0",
+                               "A op=insn bytes=0fa2 exit=0x72 rax=1 rcx=9", "E"]) + "\n")
+    assert one(ev, 0, "vmgexit")["regs"] == {"rax": 1, "rcx": 9}
+    r = one(ev, 0, "result")
+    assert r["regs"]["rax"] == 0x800f12 and r["rip"] == 0x401002
+    # IN from user space without an I/O bitmap: vc_ioio_check() gives #GP(0)
+    ev = run(vcsim, user + "\nA op=insn bytes=e471 exit=0x7b\nE\n")
+    assert not by_step(ev, 0, "vmgexit")
+    r = one(ev, 0, "result")
+    assert r["result"] == "exception" and r["exception"]["vector"] == 13
+    ev = run(vcsim, user + " ioperm=1\nA op=insn bytes=e471 exit=0x7b\nE\n")
+    assert one(ev, 0, "vmgexit")["info1"] == 0x00710211
+    # user MMIO: ES_UNSUPPORTED (a37cd2a59d0c), no termination request (SIGBUS)
+    ev = run(vcsim, "\n".join([user + " rax=0x10000", "P va=0x10000 pa=0xfebf0000 len=4096 kind=mmio",
+                               "A op=insn bytes=8b00 exit=0x400", "E"]) + "\n")
+    assert one(ev, 0, "result")["result"] == "unsupported"
+    assert not [e for e in ev if e["op"] in ("msr", "vmgexit")]
+
+
+def test_check_binary_finds_vmgexit(tmp_path):
+    src = tmp_path / "x.c"
+    src.write_text('void f(void) { asm volatile("rep; vmmcall"); }\n'
+                   'void g(void) { asm volatile("rdmsr" ::: "rax", "rdx"); }\n')
+    obj = tmp_path / "x.o"
+    subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
+    found = sev_es_build.check_binary(obj)
+    assert len(found) == 2 and found[0].startswith("f:") and "vmgexit" in found[0]
 
 
 def test_missing_kernel_file_names_it(tmp_path):

@@ -14,6 +14,7 @@
 #include <asm/sev-common.h>
 #include <asm/msr-index.h>
 #include <asm/trapnr.h>
+#include <asm/cpuid.h>
 
 struct vcsim_hv vcsim_hv;
 
@@ -72,10 +73,13 @@ unsigned long long vcsim_rdmsr(unsigned int msr)
 	vcsim_panic("rdmsr of an MSR the shim does not model");
 }
 
+/* kvm_cpuid(): the sub-leaf matters only for indexed functions */
 static void cpuid_lookup(u32 leaf, u32 sub, u32 out[4])
 {
 	int i;
 
+	if (!cpuid_function_is_indexed(leaf))
+		sub = 0;
 	out[0] = out[1] = out[2] = out[3] = 0;
 	for (i = 0; i < vcsim_hv.ncpuid; i++) {
 		if (vcsim_hv.cpuid[i][0] == leaf && vcsim_hv.cpuid[i][1] == sub) {

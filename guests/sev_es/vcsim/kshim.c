@@ -25,16 +25,23 @@ u64 sev_status;
 unsigned long page_offset_base = __PAGE_OFFSET_BASE_L4;
 unsigned long vmemmap_base = __VMEMMAP_BASE_L4;
 unsigned long phys_base;
-struct x86_platform_ops x86_platform;   /* no hypervisor hooks (sev_es_hcall_prepare/finish) */
+struct x86_platform_ops x86_platform;
 
 /* current: one task whose I/O bitmap vcsim decides */
 static struct task_struct vcsim_task;
 static struct io_bitmap vcsim_iobm;     /* all zero: every port permitted */
 DEFINE_PER_CPU(struct task_struct *, current_task) = &vcsim_task;
 
+/* kvm.c's x86_hyper_kvm.runtime (cut out of the tree's kvm.c by the builder) */
+extern const struct x86_hyper_runtime vcsim_kvm_runtime;
+
 void kshim_reset(void)
 {
+	static const struct x86_hyper_runtime none;
+
 	vcsim_task.thread.io_bitmap = vcsim_user_ioperm() ? &vcsim_iobm : NULL;
+	/* init_hypervisor_platform(): the detected hypervisor's runtime hooks */
+	x86_platform.hyper = vcsim_guest_on_kvm() ? vcsim_kvm_runtime : none;
 }
 
 /* a GDT as cpu/common.c sets it up: kernel CS/DS, user CS32/DS/CS64 */

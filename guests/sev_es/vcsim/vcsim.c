@@ -66,7 +66,7 @@ static const char *const reg_names[16] = {
 
 static struct {
 	long index;
-	bool user, ioperm;
+	bool user, ioperm, kvm;
 	uint64_t osxsave, xcr0, rip, regs[16], rflags;
 	int npages; struct page pages[MAX_PAGES];
 	int nactions; struct action actions[MAX_ACTIONS];
@@ -332,6 +332,11 @@ void *vcsim_alloc(unsigned long size, unsigned long align)
 int vcsim_user_ioperm(void)
 {
 	return S.ioperm;
+}
+
+int vcsim_guest_on_kvm(void)
+{
+	return S.kvm;
 }
 
 __attribute__((noreturn, force_align_arg_pointer)) void vcsim_halt(void)
@@ -653,6 +658,7 @@ static void free_script(void)
 	vcsim_hv.sev_info[1] = 1;
 	vcsim_hv.sev_info[2] = 51;
 	S.rflags = 0x2;
+	S.kvm = true;
 	S.osxsave = 1;
 	S.xcr0 = 7;
 }
@@ -696,6 +702,8 @@ static void parse_S(char **tok, int ntok)
 			S.rflags = num(eq, "rflags");
 		} else if (!strcmp(tok[i], "ioperm")) {
 			S.ioperm = num(eq, "ioperm");
+		} else if (!strcmp(tok[i], "kvm")) {
+			S.kvm = num(eq, "kvm");
 		} else if ((ri = reg_index(tok[i])) >= 0) {
 			S.regs[ri] = num(eq, tok[i]);
 		} else {

@@ -102,5 +102,6 @@ void vcsim_vlog(const char *fmt, __builtin_va_list ap);
 void vcsim_warn(const char *file, int line);
 void *vcsim_alloc(unsigned long size, unsigned long align);
 int vcsim_user_ioperm(void);             /* the task has an I/O bitmap allowing every port */
+int vcsim_guest_on_kvm(void);            /* x86_platform.hyper = x86_hyper_kvm.runtime */
 
 #endif
