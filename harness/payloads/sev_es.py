@@ -5,7 +5,7 @@ locating an event's action, ELF checks.
 An op-script (docs/sev-es-suite.md "Op-script")::
 
     {"mode": "kernel" | "user", "cr4_osxsave": 1, "xcr0": 7,
-     "fs_base": 0, "gs_base": 0, "ioperm": [first, count] | None,
+     "fs_base": 0, "gs_base": 0, "ioperm": False,
      "regs": {"rax": 0, ..., "rflags": 0x2}, "rip": 0xffffffff81000000,
      "pages": [{"va", "pa", "len", "kind": "ram" | "mmio", "data": "hex"}],
      "hv": {"cpuid": [[leaf, sub, eax, ebx, ecx, edx]], "ports": {"0x71": "hex"},
@@ -37,7 +37,6 @@ KERNEL_RIP = 0xFFFFFFFF81000000
 USER_RIP = 0x401000
 PAGE = model.PAGE
 MAX_PAGE_LEN = 1 << 20
-VMMCALL_DEFAULT = (-model.KVM_ENOSYS) & model.U64     # KVM: unknown hypercall -> -KVM_ENOSYS
 ACTION_OPS = ("insn", "early_cpuid", "negotiate", "terminate", "decode")
 
 
@@ -62,7 +61,8 @@ def _hex(value, what: str, max_len: int | None = None) -> str:
 def _regs(regs, what: str, full: bool) -> dict:
     if not isinstance(regs, dict):
         raise ValueError(f"sev_es op-script: {what} must be an object")
-    unknown = set(regs) - set(REG_KEYS)
+    # an action sets GPRs only (vcsim's A lines carry no rflags: DF is the script's)
+    unknown = set(regs) - set(REG_KEYS if full else GPRS)
     if unknown:
         raise ValueError(f"sev_es op-script: {what} has unknown registers {sorted(unknown)}")
     out = {k: _u64(regs[k], f"{what}.{k}") for k in REG_KEYS if k in regs}
@@ -103,7 +103,7 @@ def normalise_hv(hv: dict) -> dict:
             "msrs": _keyed(hv.get("msrs", {}), "msrs", "u64"), "mmio": mmio,
             "tsc": _u64(hv.get("tsc", 0), "hv.tsc"), "tsc_aux": _u64(hv.get("tsc_aux", 0), "hv.tsc_aux", 1 << 32),
             "pmc": _keyed(hv.get("pmc", {}), "pmc", "u64"),
-            "vmmcall_rax": _u64(hv.get("vmmcall_rax", VMMCALL_DEFAULT), "hv.vmmcall_rax"),
+            "vmmcall_rax": None if hv.get("vmmcall_rax") is None else _u64(hv["vmmcall_rax"], "hv.vmmcall_rax"),
             "sev_info": [_u64(info[0], "sev_info max", 1 << 16), _u64(info[1], "sev_info min", 1 << 16),
                          _u64(info[2], "sev_info cbit", 1 << 8)]}
 
@@ -126,17 +126,15 @@ def normalise_reply(reply) -> dict:
 
 
 def check_trigger(code: bytes, exit_code: int) -> model.Insn | None:
-    """The model's decode of a trigger (None when the #VC needs no decode); refuses bytes
-    the model cannot predict."""
+    """The model's decode of a trigger as vcsim places it (0x90 after the bytes, 15 in all;
+    None when the #VC needs no decode); refuses bytes the model cannot predict."""
     if model.SVM_EXIT_EXCP_BASE <= exit_code <= model.SVM_EXIT_LAST_EXCP:
         return None
-    insn = model.insn_decode(code, model.MAX_INSN_SIZE)    # ModelError (a ValueError) if not covered
+    fetched = code + b"\x90" * (model.MAX_INSN_SIZE - len(code))
+    insn = model.insn_decode(fetched, model.MAX_INSN_SIZE)    # ModelError (a ValueError) if not covered
     if insn.ok and insn.length != len(code):
-        raise ValueError(f"sev_es op-script: insn {code.hex()} decodes as {insn.length} bytes: "
-                         "give exactly one instruction (the bytes after it are vcsim's)")
-    if not insn.ok and len(code) < model.MAX_INSN_SIZE:
-        raise ValueError(f"sev_es op-script: insn {code.hex()} is incomplete; the kernel would decode "
-                         "the bytes after it (give 15 bytes for a decode failure)")
+        raise ValueError(f"sev_es op-script: insn {code.hex()} decodes as {insn.length} bytes "
+                         "(vcsim pads with 0x90): give exactly one instruction")
     return insn
 
 
@@ -195,14 +193,9 @@ def normalise(script: dict) -> dict:
     out = {"mode": mode, "cr4_osxsave": _u64(script.get("cr4_osxsave", 1), "cr4_osxsave", 2),
            "xcr0": _u64(script.get("xcr0", 7), "xcr0"),
            "fs_base": _u64(script.get("fs_base", 0), "fs_base"), "gs_base": _u64(script.get("gs_base", 0), "gs_base")}
-    perm = script.get("ioperm")
-    if perm is not None:
-        if not isinstance(perm, (list, tuple)) or len(perm) != 2:
-            raise ValueError("sev_es op-script: ioperm must be [first port, count]")
-        first, count = _u64(perm[0], "ioperm first", 1 << 16), _u64(perm[1], "ioperm count", (1 << 16) + 1)
-        if first + count > 1 << 16:
-            raise ValueError("sev_es op-script: ioperm range beyond port 0xffff")
-        perm = [first, count]
+    perm = script.get("ioperm", False)
+    if not isinstance(perm, bool):
+        raise ValueError("sev_es op-script: ioperm must be true or false")
     out["ioperm"] = perm
     out["regs"] = _regs(script.get("regs", {}), "regs", True)
     rip = _u64(script.get("rip", USER_RIP if mode == "user" else KERNEL_RIP), "rip")
@@ -255,7 +248,9 @@ def encode_action(a: dict) -> str:
             parts.append("drop=" + "+".join(rep["drop"]))
         parts += [f"set_{k}={_n(v)}" for k, v in rep["set"].items()]
     elif op == "early_cpuid":
-        parts += [f"leaf={_n(a['leaf'])}", f"exit={_n(a['exit'])}"]
+        parts.append(f"leaf={_n(a['leaf'])}")
+        if a["exit"] != model.EXIT["cpuid"]:
+            parts.append(f"exit={_n(a['exit'])}")
         parts += [f"{k}={_n(v)}" for k, v in a["regs"].items()]
         if a["resp"] is not None:
             parts.append(f"resp={_n(a['resp'])}")
@@ -277,8 +272,8 @@ def encode(scripts: Iterable[dict], first: int = 0) -> bytes:
                 f"xcr0={_n(s['xcr0'])}", f"rip={_n(s['rip'])}"]
         head += [f"{k}={_n(s['regs'][k])}" for k in REG_KEYS]
         head += [f"{k}={_n(s[k])}" for k in ("fs_base", "gs_base") if s[k]]
-        if s["ioperm"] is not None:
-            head.append(f"ioperm={_n(s['ioperm'][0])},{_n(s['ioperm'][1])}")
+        if s["ioperm"]:
+            head.append("ioperm=0x1")
         lines.append(" ".join(head))
         for p in s["pages"]:
             line = f"P va={_n(p['va'])} pa={_n(p['pa'])} len={_n(p['len'])} kind={p['kind']}"
@@ -290,7 +285,9 @@ def encode(scripts: Iterable[dict], first: int = 0) -> bytes:
         lines += [f"H mmio={_n(m['pa'])},{m['data']}" for m in hv["mmio"]]
         lines += [f"H tsc={_n(hv['tsc'])}", f"H tsc_aux={_n(hv['tsc_aux'])}"]
         lines += [f"H pmc={k},{_n(v)}" for k, v in hv["pmc"].items()]
-        lines += [f"H vmmcall_rax={_n(hv['vmmcall_rax'])}", "H sev_info=" + ",".join(_n(x) for x in hv["sev_info"])]
+        if hv["vmmcall_rax"] is not None:
+            lines.append(f"H vmmcall_rax={_n(hv['vmmcall_rax'])}")
+        lines.append("H sev_info=" + ",".join(_n(x) for x in hv["sev_info"]))
         lines += [encode_action(a) for a in s["actions"]]
         lines.append("E")
     return ("\n".join(lines) + "\n").encode()

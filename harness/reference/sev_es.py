@@ -50,7 +50,7 @@ MAX_INSN_SIZE = 15
 
 # ---------------------------------------------------------------- the GHCB page
 # arch/x86/include/asm/svm.h: struct ghcb_save_area, struct ghcb
-GHCB_PA = 0x7FFFF000                # vcsim: __pa() of the per-CPU GHCB page
+GHCB_PA = 0x7FFE000                 # vcsim: __pa() of the per-CPU GHCB page (VCSIM_GHCB_GPA)
 SHARED_BUFFER = 0x800
 SHARED_BUF_SIZE = 2032              # GHCB_SHARED_BUF_SIZE
 PROTOCOL_VERSION_OFF = 0xFFA
@@ -287,16 +287,16 @@ DEVIATIONS: dict[str, dict[str, str]] = {
                      "is an unsigned int product, zero-extended when added to the pointer"},
 }
 ALL_FIXED = frozenset(DEVIATIONS)
+# vcsim's page table: no C-bit (sme_me_mask 0, so _PAGE_ENC is 0 in every PTE)
+PTE_ENC = 0
 
+# (insn_get_seg_base() cannot fail in 64-bit mode and get_regno() cannot fail for a
+# 64-bit instruction: vc_handle_mmio_movs()'s #GP and the NULL reg_data paths are
+# not modelled)
 UNREACHABLE: dict[str, str] = {
-    "insn-eval.c:insn_get_seg_base:error": (
-        "in 64-bit mode (vcsim's kernel and user code segments are both 64-bit) "
-        "get_segment_selector() never fails, so insn_get_seg_base() never returns -1"),
-    "sev.c:vc_handle_mmio_movs:seg-base-gp": (
-        "insn_get_seg_base() never returns -1 in 64-bit mode (see insn_get_seg_base:error)"),
-    "insn-eval.c:insn_get_modrm_reg_ptr:null": (
-        "get_regno() fails only for registers >= 16 (or r8-r15 outside 64-bit mode): "
-        "ModRM.reg + REX.R is always < 16 in 64-bit mode"),
+    "sev.c:vc_slow_virt_to_phys:encrypted-unsupported": (
+        "vcsim's PTEs carry no C-bit: sme_me_mask is 0, so _PAGE_ENC is 0 and the "
+        "WARN_ON_ONCE(pte_val(*pte) & _PAGE_ENC) check never fires"),
 }
 
 
@@ -669,9 +669,19 @@ def decode_mmio(code: bytes, regs: dict, mode: str = "kernel") -> dict:
         return {"ok": False, "len": 0, "mmio": "decode_failed", "bytes": 0, "reg": None, "ea": None}
     hit("insn.c:insn_decode:complete")
     mmio, nbytes = insn_decode_mmio(insn)
-    reg = modrm_reg(insn) if mmio in ("write", "read", "read_zero_extend", "read_sign_extend") else None
-    ea = insn_get_addr_ref(insn, regs, regs.get("rip", 0), mode == "user")
-    return {"ok": True, "len": insn.length, "mmio": mmio, "bytes": nbytes, "reg": reg, "ea": ea}
+    out = {"ok": True, "len": insn.length, "mmio": mmio, "bytes": nbytes, "reg": None, "ea": None}
+    if mmio == "decode_failed":
+        hit("sev.c:vc_handle_mmio:decode-failed-no-operands")
+        return out
+    if mmio not in ("write_imm", "movs"):
+        # vc_handle_mmio(): insn_get_modrm_reg_ptr()
+        hit("insn-eval.c:insn_get_modrm_reg_off:register-operand")
+        out["reg"] = modrm_reg(insn)
+    if mmio != "movs":
+        # vc_do_mmio(): insn_get_addr_ref() (MOVS uses RSI/RDI instead)
+        hit("sev.c:vc_do_mmio:address")
+        out["ea"] = insn_get_addr_ref(insn, regs, regs.get("rip", 0), mode == "user")
+    return out
 
 
 # ---------------------------------------------------------------- the machine
@@ -707,10 +717,16 @@ class Machine:
         self.mmio = [(m["pa"], bytearray(bytes.fromhex(m["data"]))) for m in hv["mmio"]]
         self.pmc = {int(k, 0): v for k, v in hv["pmc"].items()}
         self.hv = hv
+        # sev.c: alloc_runtime_data() (zeroed memblock) + init_ghcb(): a zeroed GHCB and
+        # a zero cached DR7 (init_ghcb() does not set data->dr7 to DR7_RESET_VALUE)
         self.ghcb = Ghcb()
-        self.ghcb_version = 0
         self.ghcb_active = False
-        self.dr7 = DR7_RESET_VALUE
+        self.dr7 = 0
+        self.fault: Fault | None = None
+        self.forwarded: Fault | None = None
+        # vcsim's untraced set-up negotiation (setup_ghcb()): ghcb_version from sev_info
+        self.ghcb_version = 0
+        self.negotiate(self.hv_msr_protocol(GHCB_MSR_SEV_INFO_REQ, None))
         self.events: list[dict] = []
         self.step = 0
         self.reply: dict = {}
@@ -812,7 +828,7 @@ class Machine:
         if p is None:
             hit("sev.c:vc_slow_virt_to_phys:no-pte-pf")
             return Fault(X86_TRAP_PF, X86_PF_USER if self.user else 0, va)
-        if p["kind"] == "ram":
+        if PTE_ENC:
             # WARN_ON_ONCE(pte_val(*pte) & _PAGE_ENC): MMIO emulation of encrypted memory
             hit("sev.c:vc_slow_virt_to_phys:encrypted-unsupported")
             return ES_UNSUPPORTED
@@ -870,13 +886,10 @@ class Machine:
                 hit("hv.c:hv_answer:out")
         elif exit_code == EXIT["msr"]:
             ecx = r["rcx"] & U32
-            if info1 == 1:
-                if ecx in self.msrs:
-                    hit("hv.c:hv_answer:wrmsr")
-                    self.msrs[ecx] = ((r["rdx"] & U32) << 32) | (r["rax"] & U32)
-                else:
-                    hit("hv.c:hv_answer:wrmsr-unknown-gp")
-                    out = GP_REPLY
+            if info1:
+                # every WRMSR succeeds and is remembered (a later RDMSR returns it)
+                hit("hv.c:hv_answer:wrmsr")
+                self.msrs[ecx] = ((r["rdx"] & U32) << 32) | (r["rax"] & U32)
             elif ecx in self.msrs:
                 hit("hv.c:hv_answer:rdmsr")
                 r.update(rax=self.msrs[ecx] & U32, rdx=self.msrs[ecx] >> 32)
@@ -893,18 +906,22 @@ class Machine:
             if r["rcx"] & U32 in self.pmc:
                 hit("hv.c:hv_answer:rdpmc")
                 v = self.pmc[r["rcx"] & U32]
-                r.update(rax=v & U32, rdx=(v >> 32) & U32)
             else:
-                hit("hv.c:hv_answer:rdpmc-unknown-gp")
-                out = GP_REPLY
+                hit("hv.c:hv_answer:rdpmc-unknown-zero")
+                v = 0
+            r.update(rax=v & U32, rdx=(v >> 32) & U32)
         elif exit_code == EXIT["vmmcall"]:
-            if g.is_valid("cpl") and g.raw("cpl") != 0:
+            if self.hv["vmmcall_rax"] is not None:
+                hit("hv.c:hv_answer:vmmcall-table")
+                r["rax"] = self.hv["vmmcall_rax"]
+            elif g.raw("cpl") != 0:
                 # kvm_emulate_hypercall(): CPL != 0 gets -KVM_EPERM
                 hit("hv.c:hv_answer:vmmcall-cpl3-eperm")
                 r["rax"] = (-KVM_EPERM) & U64
             else:
-                hit("hv.c:hv_answer:vmmcall")
-                r["rax"] = self.hv["vmmcall_rax"] & U64
+                # an unknown hypercall: -KVM_ENOSYS
+                hit("hv.c:hv_answer:vmmcall-enosys")
+                r["rax"] = (-KVM_ENOSYS) & U64
         elif exit_code == EXIT["mmio_read"]:
             hit("hv.c:hv_answer:mmio-read")
             g.write_buffer(self.device_read(info1, info2))
@@ -958,12 +975,12 @@ class Machine:
             reply2 = rep["info2"]
         g.set("sw_exit_info_1", reply1)
         g.set("sw_exit_info_2", reply2)
-        for name in rep.get("drop", ()):
-            hit("hv.c:hv_reply:valid-bit-dropped")
-            g.clear_valid(name)
         for name, value in rep.get("set", {}).items():
             hit("hv.c:hv_reply:field-forced")
             g.set(name, value)
+        for name in rep.get("drop", ()):
+            hit("hv.c:hv_reply:valid-bit-dropped")
+            g.clear_valid(name)
         ret = g.raw("sw_exit_info_1") & U32
         if not ret:
             hit("sev-shared.c:verify_exception_info:ok")
@@ -1009,11 +1026,12 @@ class Machine:
     def deliver(self, exit_code: int, code: bytes) -> str:
         """DEFINE_IDTENTRY_VC_KERNEL / _USER(exc_vmm_communication) for one #VC."""
         self.fault = None
+        self.forwarded = None
         if exit_code == EXIT["db"]:
-            # vc_is_db(): exc_debug() / noist_exc_debug(), no GHCB
+            # vc_is_db(): exc_debug() / noist_exc_debug(), no GHCB; the #VC returns
             hit("sev.c:exc_vmm_communication:db-first")
-            self.fault = Fault(X86_TRAP_DB, 0, 0)
-            return ES_EXCEPTION
+            self.forwarded = Fault(X86_TRAP_DB, 0, 0)
+            return ES_OK
         result = self.vc_raw_handle_exception(exit_code, code)
         if result in (ES_UNSUPPORTED, ES_VMM_ERROR, ES_DECODE_FAILED):
             if self.user:
@@ -1056,7 +1074,9 @@ class Machine:
         elif result == ES_RETRY:
             hit("sev.c:vc_raw_handle_exception:retry")
         elif result == ES_EXCEPTION:
+            # vc_forward_exception(): exc_general_protection() etc.
             hit("sev.c:vc_raw_handle_exception:forward-exception")
+            self.forwarded = self.fault
         else:
             hit("sev.c:vc_raw_handle_exception:error")
         return result
@@ -1284,8 +1304,8 @@ class Machine:
             info |= 1 << 3
         # sev.c: vc_ioio_check()
         if self.user:
-            perm = self.s["ioperm"]
-            if perm is None or not all(perm[0] <= p < perm[0] + perm[1] for p in range(port, port + size)):
+            # vcsim: current->thread.io_bitmap is NULL, or (ioperm) one permitting every port
+            if not self.s["ioperm"]:
                 hit("sev.c:vc_ioio_check:user-port-denied-gp")
                 self.fault = Fault(X86_TRAP_GP, 0, 0)
                 return ES_EXCEPTION, info
@@ -1536,10 +1556,12 @@ class Machine:
         return ES_OK
 
     # -- actions ---------------------------------------------------------------------------
-    def result(self, result: str, passes: int, before: list[bytes]) -> dict:
-        f = self.fault if result == ES_EXCEPTION else None
+    def result(self, result: str, passes: int, before: list[bytes], regs: dict | None = None,
+               rip: int | None = None) -> dict:
+        f = self.forwarded
+        regs = self.regs if regs is None else regs
         return {"op": "result", "step": self.step, "result": result, "passes": passes,
-                "rip": self.rip, "regs": {**self.regs, "rflags": self.rflags},
+                "rip": self.rip if rip is None else rip, "regs": {**regs, "rflags": self.rflags},
                 "exception": None if f is None else {"vector": f.vector, "error_code": f.error_code & U64,
                                                      "cr2": f.cr2 if f.vector == X86_TRAP_PF else 0},
                 "dr7": self.dr7, "ram": self.ram_diff(before)}
@@ -1551,31 +1573,40 @@ class Machine:
             else:
                 self.regs[k] = v
 
+    def place(self, code: bytes) -> None:
+        """vcsim: the trigger's bytes at RIP (also into a RAM page there), 0x90 up to 15."""
+        for i, b in enumerate(code):
+            p = self.page_of((self.rip + i) & U64)
+            if p is not None and p["kind"] == "ram":  # not a rule: vcsim's code placement
+                p["mem"][self.rip + i - p["va"]] = b
+
     def op_insn(self, a: dict) -> None:
-        before = self.ram_snapshot()
-        self.set_regs(a["regs"])
-        self.reply = a["reply"]
         code = bytes.fromhex(a["bytes"])
+        self.place(code)
+        self.set_regs(a["regs"])
+        before = self.ram_snapshot()
+        self.reply = a["reply"]
+        fetched = code + b"\x90" * (MAX_INSN_SIZE - len(code))
         passes, result = 0, ES_RETRY
         while passes < RETRY_LIMIT:
             passes += 1
-            result = self.deliver(a["exit"], code)
+            result = self.deliver(a["exit"], fetched)
             if result != ES_RETRY:
-                hit("vcsim.c:run_trigger:done")
+                hit("vcsim.c:run_insn:done")
                 break
         else:
-            hit("vcsim.c:run_trigger:retry-limit")
+            hit("vcsim.c:run_insn:retry-limit")
             result = "retry-limit"
         self.reply = {}
         self.events.append(self.result(result, passes, before))
 
     def op_early_cpuid(self, a: dict) -> None:
-        """sev-shared.c: do_vc_no_ghcb()."""
-        before = self.ram_snapshot()
+        """sev-shared.c: do_vc_no_ghcb(regs, exit)."""
         self.set_regs(a["regs"])
-        self.regs["rax"] = a["leaf"]
-        self.fault = None
-        fn, subfn = self.regs["rax"] & U32, self.regs["rcx"] & U32
+        before = self.ram_snapshot()
+        entry = dict(self.regs)            # what a terminated action reports (never returned)
+        self.forwarded = None
+        fn, subfn = a["leaf"] & U32, self.regs["rcx"] & U32
         ok = False
         if a["exit"] != EXIT["cpuid"]:
             hit("sev-shared.c:do_vc_no_ghcb:not-cpuid-terminate")
@@ -1588,13 +1619,12 @@ class Machine:
                 req = cpuid_req(fn, reg)
                 self.msr_write(req)
                 resp = self.hv_msr_protocol(req, a["resp"])
-                if resp is None or msr_info(resp) != GHCB_MSR_CPUID_RESP:
+                if msr_info(resp) != GHCB_MSR_CPUID_RESP:
                     hit("sev-shared.c:__sev_cpuid_hv:bad-response-eio")
                     break
                 values.append(resp >> 32)
             else:
                 hit("sev-shared.c:__sev_cpuid_hv_msr:four-registers")
-                self.regs.update(rax=values[0], rbx=values[1], rcx=values[2], rdx=values[3])
                 if fn == 0x80000000 and values[0] < 0x8000001F:
                     hit("sev-shared.c:do_vc_no_ghcb:no-sev-leaf-terminate")
                 elif fn == 0x8000001F and not values[0] & 2:
@@ -1603,42 +1633,48 @@ class Machine:
                     hit("sev-shared.c:do_vc_no_ghcb:ok")
                     ok = True
         if ok:  # not a rule: the outcome is ruled above
+            self.regs.update(rax=values[0], rbx=values[1], rcx=values[2], rdx=values[3])
             self.rip = (self.rip + 2) & U64
-            result = "ok"
+            self.events.append(self.result("ok", 1, before))
         else:
-            # sev_es_terminate(SEV_TERM_SET_GEN, GHCB_SEV_ES_GEN_REQ)
+            # sev_es_terminate(SEV_TERM_SET_GEN, GHCB_SEV_ES_GEN_REQ): the handler never
+            # returns, the registers are the ones it was entered with
             self.msr_write(term_req(SEV_TERM_SET_GEN, GHCB_SEV_ES_GEN_REQ))
-            result = "terminate"
-        self.events.append(self.result(result, 1, before))
+            self.events.append(self.result("terminate", 1, before, regs=entry))
+
+    def negotiate(self, val: int | None) -> bool:
+        """sev-shared.c: sev_es_negotiate_protocol() given the hypervisor's reply."""
+        if val is None or msr_info(val) != GHCB_MSR_SEV_INFO_RESP:
+            hit("sev-shared.c:sev_es_negotiate_protocol:not-sev-info")
+            return False
+        if proto_max(val) < GHCB_PROTOCOL_MIN or proto_min(val) > GHCB_PROTOCOL_MAX:
+            hit("sev-shared.c:sev_es_negotiate_protocol:version-mismatch")
+            return False
+        hit("sev-shared.c:sev_es_negotiate_protocol:ok")
+        self.ghcb_version = min(proto_max(val), GHCB_PROTOCOL_MAX)
+        return True
 
     def op_negotiate(self, a: dict) -> None:
         """sev-shared.c: sev_es_negotiate_protocol(); on false what setup_ghcb() does."""
         before = self.ram_snapshot()
-        self.fault = None
+        self.forwarded = None
         self.msr_write(GHCB_MSR_SEV_INFO_REQ)
-        val = self.hv_msr_protocol(GHCB_MSR_SEV_INFO_REQ, a["resp"])
-        if msr_info(val) != GHCB_MSR_SEV_INFO_RESP:
-            hit("sev-shared.c:sev_es_negotiate_protocol:not-sev-info")
-            ok = False
-        elif proto_max(val) < GHCB_PROTOCOL_MIN or proto_min(val) > GHCB_PROTOCOL_MAX:
-            hit("sev-shared.c:sev_es_negotiate_protocol:version-mismatch")
-            ok = False
+        if self.negotiate(self.hv_msr_protocol(GHCB_MSR_SEV_INFO_REQ, a["resp"])):
+            hit("sev.c:setup_ghcb:negotiated")
+            self.events.append(self.result("ok", 1, before))
         else:
-            hit("sev-shared.c:sev_es_negotiate_protocol:ok")
-            self.ghcb_version = min(proto_max(val), GHCB_PROTOCOL_MAX)
-            ok = True
-        if not ok:  # not a rule: the outcome is ruled above
             # sev.c: setup_ghcb(): sev_es_terminate(SEV_TERM_SET_GEN, GHCB_SEV_ES_GEN_REQ)
+            hit("sev.c:setup_ghcb:terminate")
             self.msr_write(term_req(SEV_TERM_SET_GEN, GHCB_SEV_ES_GEN_REQ))
-        self.events.append(self.result("ok" if ok else "terminate", 0, before))
+            self.events.append(self.result("terminate", 1, before))
 
     def op_terminate(self, a: dict) -> None:
         """sev-shared.c: sev_es_terminate(set, reason)."""
         before = self.ram_snapshot()
-        self.fault = None
+        self.forwarded = None
         hit("sev-shared.c:sev_es_terminate:request")
         self.msr_write(term_req(a["set"], a["reason"]))
-        self.events.append(self.result("terminate", 0, before))
+        self.events.append(self.result("terminate", 1, before))
 
     def op_decode(self, a: dict) -> None:
         out = decode_mmio(bytes.fromhex(a["bytes"]), self.regs_for(), self.s["mode"])
