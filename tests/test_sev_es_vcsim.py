@@ -277,6 +277,17 @@ def test_vmmcall_kernel_and_user(vcsim):
     assert r["result"] == "ok" and r["regs"]["rax"] == (1 << 64) - 1   # -KVM_EPERM
 
 
+def test_exit_code_not_checked_against_opcode_in_6_1(vcsim, tree):
+    """Spec case 45: without e3ef461af35a (vc_check_opcode_bytes, not in this 6.1
+    source) an injected #VC(0x72) on a NOP is emulated as CPUID."""
+    assert "vc_check_opcode_bytes" not in (tree / "arch/x86/kernel/sev.c").read_text()
+    ev = run(vcsim, script("", "H cpuid=0,0,0x10,1,2,3", "A op=insn bytes=90 exit=0x72 rax=0"))
+    assert one(ev, 0, "vmgexit")["exit"] == 0x72
+    r = one(ev, 0, "result")
+    assert r["result"] == "ok" and r["rip"] == RIP + 1
+    assert [r["regs"][k] for k in ("rax", "rbx", "rcx", "rdx")] == [0x10, 1, 2, 3]
+
+
 def test_invd_terminates(vcsim):
     ev = run(vcsim, script("", "A op=insn bytes=0f08 exit=0x76"))
     assert one(ev, 0, "result")["result"] == "unsupported"
@@ -432,6 +443,38 @@ def test_check_binary_finds_vmgexit(tmp_path):
     subprocess.run(["gcc", "-c", "-o", str(obj), str(src)], check=True)
     found = sev_es_build.check_binary(obj)
     assert len(found) == 2 and found[0].startswith("f:") and "vmgexit" in found[0]
+
+
+def _view(tree: Path, root: Path, patched: dict[str, str]) -> Path:
+    """A symlink view of `tree` with real, edited copies of `patched` (as
+    harness/kernel/source.patched_view makes them)."""
+    real = {Path(rel).parent for rel in patched}
+    real = {q for d in real for q in (d, *d.parents)} - {Path(".")}
+    for d in [Path("."), *sorted(real, key=lambda p: len(p.parts))]:
+        (root / d).mkdir(parents=True, exist_ok=True)
+        for child in (tree / d).iterdir():
+            rel = d / child.name
+            if rel not in real and str(rel) not in patched:
+                (root / rel).symlink_to(child)
+    for rel, text in patched.items():
+        (root / rel).write_text(text)
+    return root
+
+
+def test_patched_symlink_view(vcsim, tree, tmp_path):
+    sev = (tree / "arch/x86/kernel/sev.c").read_text()
+    old = "\t/* Treat the same as MONITOR/MONITORX */\n\treturn ES_OK;"
+    assert old in sev
+    view = _view(tree, tmp_path / "view",
+                 {"arch/x86/kernel/sev.c": sev.replace(old, "\treturn ES_UNSUPPORTED;")})
+    patched = sev_es_build.build_vcsim(view)
+    assert patched.path != vcsim.path
+    changed = {k for k in vcsim.kernel_files if vcsim.kernel_files[k] != patched.kernel_files[k]}
+    assert changed == {"arch/x86/kernel/sev.c"}
+    ev = run(patched, script("", "A op=insn bytes=0f01c9 exit=0x8b"))
+    assert one(ev, 0, "result")["result"] == "unsupported"
+    ev = run(vcsim, script("", "A op=insn bytes=0f01c9 exit=0x8b"))
+    assert one(ev, 0, "result")["result"] == "ok"
 
 
 def test_missing_kernel_file_names_it(tmp_path):

@@ -15,6 +15,7 @@ cached under the payload cache by the sha256 of every input.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import subprocess
 import tempfile
@@ -83,14 +84,19 @@ def _kernel_inputs(tree: Path) -> dict[str, Path]:
 
 
 def _headers_digest(tree: Path) -> str:
+    """One sha256 over the header trees (followed through symlinks: a patched tree is a
+    view of symlinks into the pristine one, and must digest like the files it shows)."""
     digest = hashlib.sha256()
     paths = []
     for d in HEADER_DIRS:
-        paths += [p for p in (tree / d).rglob("*.h") if p.is_file()]
+        for root, dirs, files in os.walk(tree / d, followlinks=True):
+            dirs.sort()
+            paths += [Path(root) / f for f in files if f.endswith(".h")]
     paths += [tree / rel for rel in GEN_INPUTS if (tree / rel).is_file()]
-    for path in sorted(paths):
-        digest.update(str(path.relative_to(tree)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for path in sorted(paths, key=lambda p: str(p.relative_to(tree))):
+        if path.is_file():
+            digest.update(str(path.relative_to(tree)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
