@@ -98,6 +98,16 @@ class RunRecord:
                         "unreachable": dict(sorted(cov["unreachable"].items()))})
         return out
 
+    def add_differential(self, feature: str, name: str, compared: int, implementations: list[str],
+                         disagreements: dict[str, int], case_id: str) -> None:
+        """run.json's `differentials`: independent implementations that decoded the same
+        inputs (e.g. the kernel's instruction decoder, the model's and capstone), how many
+        inputs, and the disagreements per class (each a FAIL or a finding of the case)."""
+        self.data.setdefault("differentials", []).append(
+            {"feature": feature, "name": name, "compared": compared, "implementations": implementations,
+             "disagreements": dict(disagreements), "case": case_id})
+        self.write()
+
     def add_finding(self, id: str, feature: str, title: str, intended: str, observed: str,
                     mechanism: str, case_id: str) -> None:
         for finding in self.data["findings"]:

@@ -1,7 +1,7 @@
 """The decoder differential's encodings and capstone's reading of them.
 
 Every MMIO opcode insn_decode_mmio() knows (88 89 8A 8B C6 C7 A4 A5 0F B6 0F B7 0F BE
-0F BF), a few it must refuse (63 MOVSXD, 83 /0, 8C, 0F 20), each with every ModRM byte,
+0F BF), a few it must refuse (63 MOVSXD, 83 /0, 8C), each with every ModRM byte,
 SIB and displacement forms, REX, operand- and address-size, REP and segment prefixes:
 `encodings(seed)` yields at least 10,000 of them, deterministic for a seed.
 `capstone_view(code, regs)` says what the SDM (as capstone encodes it) makes of one:
@@ -22,7 +22,7 @@ REGS = {name: 0x1000 * (i + 1) + 0x11 * i for i, name in enumerate(
 RIP = 0xFFFFFFFF81000000
 
 SUPPORTED = ("88", "89", "8a", "8b", "c6", "c7", "a4", "a5", "0fb6", "0fb7", "0fbe", "0fbf")
-REFUSED = ("63", "83", "8c", "0f20")
+REFUSED = ("63", "83", "8c")
 PREFIXES = ("", "66", "67", "f3", "f2", "2e", "3e", "26", "64", "65", "66 67", "f3 66", "65 66")
 
 
@@ -101,11 +101,11 @@ def capstone_view(code: bytes, regs: dict[str, int] = REGS, rip: int = RIP) -> d
                 ea += regs[_REG64[base]]
             if index:
                 ea += regs[_REG64[index]] * op.mem.scale
-            width = 32 if base and base.startswith("e") or index and index.startswith("e") else 64
-            view["ea"] = ea & ((1 << width) - 1)
+            view["ea"] = ea & ((1 << (8 * insn.addr_size)) - 1)    # 67: 32-bit addressing
             view["segment"] = insn.reg_name(op.mem.segment) if op.mem.segment else None
         elif op.type == x86.X86_OP_REG:
             name = insn.reg_name(op.reg)
             view["high_byte"] = name in HIGH_BYTE
             view["reg"] = HIGH_BYTE.get(name) or _REG64.get(name, name)
+            view["segment_register"] = name in ("es", "cs", "ss", "ds", "fs", "gs")
     return view
