@@ -275,6 +275,13 @@ DEVIATIONS: dict[str, dict[str, str]] = {
                      "insn_get_seg_base(ES) + RSI and reports IOIO_SEG_DS; arch/x86/kernel/sev.c: "
                      "vc_handle_mmio_movs() reads at the DS base; in 64-bit mode an FS or GS "
                      "prefix selects that segment's base for the source"},
+    "segment-prefix-counted-twice": {
+        "title": "MMIO with three distinct legacy prefixes, the last a segment override, is "
+                 "refused as having two overrides (ES_UNSUPPORTED)",
+        "mechanism": "arch/x86/lib/insn.c: insn_get_prefixes() stores the last prefix byte in "
+                     "prefixes.bytes[3]; with three distinct prefixes it is also in bytes[2], so "
+                     "arch/x86/lib/insn-eval.c: get_seg_reg_override_idx() counts the override "
+                     "twice (num_overrides > 1: -EINVAL) and insn_get_addr_ref() returns -1"},
     "rep-count-u32": {
         "title": "REP INS/OUTS take the count from ECX, not RCX",
         "mechanism": "arch/x86/kernel/sev-shared.c: vc_handle_ioio(): `unsigned int op_count = "
@@ -362,6 +369,7 @@ class Insn:
     ok: bool = False
     length: int = 0
     prefixes: list[int] = field(default_factory=list)   # distinct legacy prefixes, in order
+    slots: list[int] = field(default_factory=lambda: [0, 0, 0, 0])   # insn->prefixes.bytes[4]
     rex: int = 0
     opnd_bytes: int = 4
     addr_bytes: int = 8
@@ -400,6 +408,15 @@ class Insn:
         # insn-eval.c: insn_has_rep_prefix(): any F2 or F3 prefix
         return any(p in (0xF2, 0xF3) for p in self.prefixes)
 
+    def each_prefix(self) -> list[int]:
+        """insn.h: for_each_insn_prefix(): bytes[0..3] up to the first zero."""
+        out = []
+        for b in self.slots:
+            if not b:
+                break
+            out.append(b)
+        return out
+
 
 def _sx(value: int, nbytes: int) -> int:
     """The C value of a little-endian signed field, as an int."""
@@ -419,6 +436,7 @@ def insn_decode(code: bytes, buf_len: int = MAX_INSN_SIZE, x86_64: bool = True) 
 
     # insn_get_prefixes(): legacy prefixes, a repeated one counted once, at most 4 distinct
     b = peek()
+    last = 0
     while b is not None and b in LEGACY_PREFIXES:
         if b not in insn.prefixes:
             if len(insn.prefixes) == 4:
@@ -428,8 +446,17 @@ def insn_decode(code: bytes, buf_len: int = MAX_INSN_SIZE, x86_64: bool = True) 
                 insn.addr_bytes ^= 12      # 8 <-> 4 in 64-bit mode
             elif b == 0x66:
                 insn.opnd_bytes ^= 6       # 4 <-> 2
+        last = b
         pos += 1
         b = peek()
+    # "Set the last prefix": bytes[3] becomes the last prefix byte; with three distinct
+    # prefixes it is then also in bytes[2] (for_each_insn_prefix() sees it twice)
+    insn.slots = insn.prefixes + [0] * (4 - len(insn.prefixes))
+    if last and last != insn.slots[3]:
+        if insn.slots[3]:
+            old = insn.slots[3]
+            insn.slots = [old if x == last else x for x in insn.slots]
+        insn.slots[3] = last
     if b is None:
         return insn
     if x86_64 and b in REX:
@@ -534,9 +561,10 @@ def modrm_rm(insn: Insn) -> str:
     return REGNO[insn.rm + (8 if insn.rex & 1 else 0)]
 
 
-def seg_override(insn: Insn) -> str | None | bool:
-    """insn-eval.c: get_seg_reg_override_idx(): the override, None, or False (-EINVAL: two)."""
-    found = [INAT_SEG[p] for p in insn.prefixes if p in INAT_SEG]
+def seg_override(insn: Insn, arch: bool = False) -> str | None | bool:
+    """insn-eval.c: get_seg_reg_override_idx(): the override, None, or False (-EINVAL: two).
+    `arch`: count the distinct prefixes (the instruction's), not for_each_insn_prefix()."""
+    found = [INAT_SEG[p] for p in (insn.prefixes if arch else insn.each_prefix()) if p in INAT_SEG]
     if len(found) > 1:
         hit("insn-eval.c:get_seg_reg_override_idx:more-than-one-einval")
         return False
@@ -562,13 +590,13 @@ def is_string_insn(insn: Insn) -> bool:
                                       or 0xAA <= insn.op0 <= 0xAF)
 
 
-def resolve_seg(insn: Insn, regoff: str) -> str | None | bool:
+def resolve_seg(insn: Insn, regoff: str, arch: bool = False) -> str | None | bool:
     """insn-eval.c: resolve_seg_reg() in 64-bit mode: "fs"/"gs", None (ignored) or False."""
     if regoff == "rdi" and is_string_insn(insn):
         # check_seg_overrides(): no override for rDI of a string instruction
         hit("insn-eval.c:check_seg_overrides:string-rdi-no-override")
         return None
-    idx = seg_override(insn)
+    idx = seg_override(insn, arch)
     if idx is False:  # not a rule: the -EINVAL is ruled in get_seg_reg_override_idx
         return False
     if idx in ("fs", "gs"):
@@ -578,7 +606,7 @@ def resolve_seg(insn: Insn, regoff: str) -> str | None | bool:
     return None
 
 
-def insn_get_addr_ref(insn: Insn, regs: dict, rip: int, user: bool) -> int | None:
+def insn_get_addr_ref(insn: Insn, regs: dict, rip: int, user: bool, arch: bool = False) -> int | None:
     """insn-eval.c: insn_get_addr_ref() for 64-bit code (None: -1L)."""
     if insn.addr_bytes == 8:
         hit("insn-eval.c:insn_get_addr_ref:addr64")
@@ -621,12 +649,17 @@ def insn_get_addr_ref(insn: Insn, regs: dict, rip: int, user: bool) -> int | Non
             hit("insn-eval.c:get_eff_addr_modrm:register-indirect")
             tmp = regs[regoff]
         ea = ((tmp & mask) + insn.disp) & mask
-    seg = resolve_seg(insn, regoff)
+    seg = resolve_seg(insn, regoff, arch)
     if seg is False:
         hit("insn-eval.c:get_seg_base_limit:seg-einval")
         return None
     base = seg_base(seg, regs, user) if seg else 0
-    return (ea + base) & U64
+    linear = (ea + base) & U64
+    if linear == U64:
+        # the address -1 is the error value itself: vc_do_mmio() takes it as one
+        hit("insn-eval.c:insn_get_addr_ref:all-ones-is-error")
+        return None
+    return linear
 
 
 MMIO_TYPES = ("write", "write_imm", "read", "read_zero_extend", "read_sign_extend", "movs",
@@ -818,8 +851,8 @@ class Machine:
             raise NestedFailure(f"the nested #VC of a string/MOVS access ended in {res}: "
                                 "the model does not follow vcsim's fixup of it")
         value = self.ghcb.buffer(size)
-        # sev.c: __sev_put_ghcb(): restore the interrupted #VC's GHCB
-        self.ghcb = backup
+        # sev.c: __sev_put_ghcb(): restore the interrupted #VC's GHCB (the same page)
+        self.ghcb.page[:] = backup.page
         return value
 
     def virt_to_phys(self, va: int) -> int | Fault | str:
@@ -1266,7 +1299,7 @@ class Machine:
         elif op in (0x6E, 0x6F):
             hit("sev-shared.c:vc_ioio_exitinfo:outs")
             info, port = 4 | (3 << 10), self.regs["rdx"] & 0xFFFF
-            seg = seg_override(insn)
+            seg = seg_override(insn, True)
             if seg in ("fs", "gs") and self.deviates("string-seg-override-ignored"):
                 hit("sev-shared.c:vc_ioio_exitinfo:architectural-outs-segment")
                 info = 4 | ({"fs": 4, "gs": 5}[seg] << 10)
@@ -1353,7 +1386,7 @@ class Machine:
             exit_bytes = info2 * io_bytes
             if not info1 & 1:
                 src = regs["rsi"]
-                seg = seg_override(insn)
+                seg = seg_override(insn, True)
                 if seg in ("fs", "gs") and "string-seg-override-ignored" in self.fixed:
                     hit("sev-shared.c:vc_handle_ioio:architectural-outs-source-base")
                     src += seg_base(seg, self.regs_for(), self.user)
@@ -1438,7 +1471,12 @@ class Machine:
 
     def vc_do_mmio(self, insn: Insn, nbytes: int, read: bool) -> str:
         """sev.c: vc_do_mmio()."""
-        ref = insn_get_addr_ref(insn, self.regs_for(), self.rip, self.user)
+        arch = False
+        if (seg_override(insn) is False) != (seg_override(insn, True) is False) \
+                and self.deviates("segment-prefix-counted-twice"):
+            hit("sev.c:vc_do_mmio:architectural-one-segment-prefix")
+            arch = True
+        ref = insn_get_addr_ref(insn, self.regs_for(), self.rip, self.user, arch)
         if ref is None:
             hit("sev.c:vc_do_mmio:no-address-unsupported")
             return ES_UNSUPPORTED
@@ -1529,7 +1567,7 @@ class Machine:
     def vc_handle_mmio_movs(self, insn: Insn, nbytes: int) -> str:
         """sev.c: vc_handle_mmio_movs(): a read and a write, each may be a nested #VC."""
         src = self.regs["rsi"]
-        seg = seg_override(insn)
+        seg = seg_override(insn, True)
         if seg in ("fs", "gs") and self.deviates("string-seg-override-ignored"):
             hit("sev.c:vc_handle_mmio_movs:architectural-source-segment")
             src += seg_base(seg, self.regs_for(), self.user)
