@@ -5,7 +5,7 @@ locating an event's action, ELF checks.
 An op-script (docs/sev-es-suite.md "Op-script")::
 
     {"mode": "kernel" | "user", "cr4_osxsave": 1, "xcr0": 7,
-     "fs_base": 0, "gs_base": 0, "ioperm": False,
+     "fs_base": 0, "gs_base": 0, "ioperm": False, "kvm": 1,
      "regs": {"rax": 0, ..., "rflags": 0x2}, "rip": 0xffffffff81000000,
      "pages": [{"va", "pa", "len", "kind": "ram" | "mmio", "data": "hex"}],
      "hv": {"cpuid": [[leaf, sub, eax, ebx, ecx, edx]], "ports": {"0x71": "hex"},
@@ -179,8 +179,8 @@ def normalise_action(a: dict) -> dict:
     return {"op": op, "bytes": code}
 
 
-SCRIPT_KEYS = {"mode", "cr4_osxsave", "xcr0", "fs_base", "gs_base", "ioperm", "regs", "rip", "pages", "hv",
-               "actions"}
+SCRIPT_KEYS = {"mode", "cr4_osxsave", "xcr0", "fs_base", "gs_base", "ioperm", "kvm", "regs", "rip", "pages",
+               "hv", "actions"}
 
 
 def normalise(script: dict) -> dict:
@@ -197,6 +197,10 @@ def normalise(script: dict) -> dict:
     if not isinstance(perm, bool):
         raise ValueError("sev_es op-script: ioperm must be true or false")
     out["ioperm"] = perm
+    kvm = script.get("kvm", 1)
+    if kvm not in (0, 1) or isinstance(kvm, float):
+        raise ValueError("sev_es op-script: kvm must be 0 or 1")
+    out["kvm"] = int(kvm)
     out["regs"] = _regs(script.get("regs", {}), "regs", True)
     rip = _u64(script.get("rip", USER_RIP if mode == "user" else KERNEL_RIP), "rip")
     if mode == "user" and rip >= model.TASK_SIZE_MAX:
@@ -274,6 +278,8 @@ def encode(scripts: Iterable[dict], first: int = 0) -> bytes:
         head += [f"{k}={_n(s[k])}" for k in ("fs_base", "gs_base") if s[k]]
         if s["ioperm"]:
             head.append("ioperm=0x1")
+        if not s["kvm"]:
+            head.append("kvm=0x0")
         lines.append(" ".join(head))
         for p in s["pages"]:
             line = f"P va={_n(p['va'])} pa={_n(p['pa'])} len={_n(p['len'])} kind={p['kind']}"

@@ -26,9 +26,10 @@ Profiles:
 Machine facts the payload fixes (the contract, docs/sev-es-suite.md "Details"):
 the per-CPU GHCB is at guest-physical GHCB_PA; every script starts with a
 zeroed GHCB, ghcb_version 0 (set only by a `negotiate` action), the per-CPU
-cached DR7 at DR7_RESET_VALUE, no SNP CPUID table (snp_cpuid() returns
--EOPNOTSUPP), no hypervisor hcall hooks (arch/x86/kernel/kvm.c is not
-compiled), RAM pages mapped with _PAGE_ENC and MMIO pages without it, and an
+cached DR7 0 (init_ghcb() leaves it), no SNP CPUID table (snp_cpuid() returns
+-EOPNOTSUPP), x86_platform.hyper = arch/x86/kernel/kvm.c's hcall hooks when the
+script has `kvm` (the default), RAM and MMIO pages mapped without a C-bit
+(sme_me_mask 0) with _PAGE_ENC and MMIO pages without it, and an
 I/O bitmap only when the script has `ioperm`.
 """
 from __future__ import annotations
@@ -436,7 +437,7 @@ class Insn:
         """insn.h: for_each_insn_prefix(): bytes[0..3] up to the first zero."""
         out = []
         for b in self.slots:
-            if not b:
+            if not b:  # not a rule: the macro's loop condition
                 break
             out.append(b)
         return out
@@ -920,8 +921,15 @@ class Machine:
         r = {n: (g.raw(n) if g.is_valid(n) else 0) for n in ("rax", "rbx", "rcx", "rdx")}
         out = (0, 0)
         if exit_code == EXIT["cpuid"]:
-            hit("hv.c:hv_answer:cpuid")
-            leaf = self.cpuid.get((r["rax"] & U32, r["rcx"] & U32), (0, 0, 0, 0))
+            fn = r["rax"] & U32
+            # kvm_cpuid(): the sub-leaf matters only for indexed functions
+            if fn in INDEXED_LEAVES:
+                hit("hv.c:cpuid_lookup:indexed-subleaf")
+                sub = r["rcx"] & U32
+            else:
+                hit("hv.c:cpuid_lookup:subleaf-ignored")
+                sub = 0
+            leaf = self.cpuid.get((fn, sub), (0, 0, 0, 0))
             r.update(rax=leaf[0], rbx=leaf[1], rcx=leaf[2], rdx=leaf[3])
         elif exit_code == EXIT["ioio"]:
             port, size = (info1 >> 16) & 0xFFFF, (info1 >> 4) & 7
@@ -1295,7 +1303,14 @@ class Machine:
         g = self.ghcb
         g.set("rax", self.regs["rax"])
         g.set("cpl", 3 if self.user else 0)
-        # x86_platform.hyper.sev_es_hcall_prepare/finish: NULL in vcsim
+        if self.s["kvm"]:
+            # x86_platform.hyper.sev_es_hcall_prepare = arch/x86/kernel/kvm.c:
+            # kvm_sev_es_hcall_prepare(): "RAX and CPL are already in the GHCB"
+            hit("kvm.c:kvm_sev_es_hcall_prepare:rbx-rcx-rdx-rsi")
+            for n in ("rbx", "rcx", "rdx", "rsi"):
+                g.set(n, self.regs[n])
+        else:
+            hit("sev.c:vc_handle_vmmcall:no-hypervisor-hooks")
         ret = self.hv_call(EXIT["vmmcall"], 0, 0)
         if ret != ES_OK:
             hit("sev.c:vc_handle_vmmcall:hv-error")
@@ -1305,6 +1320,7 @@ class Machine:
             return ES_VMM_ERROR
         hit("sev.c:vc_handle_vmmcall:ok")
         self.regs["rax"] = g.raw("rax")
+        # kvm.c: kvm_sev_es_hcall_finish() returns true ("No checking of the return state")
         return ES_OK
 
     # -- IOIO -------------------------------------------------------------------------------

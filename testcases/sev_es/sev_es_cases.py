@@ -13,7 +13,7 @@ MMIO_PA; kernel code at 0xffffffff81000000.
 from __future__ import annotations
 
 RAM_VA, RAM_PA = 0xFFFF888000100000, 0x100000
-WRAP_VA = RAM_VA + (1 << 32) - 0x1000
+WRAP_VA = RAM_VA + (1 << 32)
 MMIO_VA, MMIO_PA = 0xFFFFC90000000000, 0xFEBF0000
 UNMAPPED = 0xFFFF888040000000
 PAGES = [{"va": RAM_VA, "pa": RAM_PA, "len": 0x2000, "kind": "ram", "data": "00112233445566778899aabbccddeeff"},
@@ -156,11 +156,11 @@ CASES = [
          "rep outsw with DF=1 RCX=3 RSI=p: 6.1 reads element i at p + 2^32 - 2i (unsigned int "
          "offset in vc_insn_string_read) from the page 4 GiB up, architecture p, p-2, p-4 "
          "[deviation df-string-element-offset]; RSI -= 6",
-         [insn("f3666f", 0x7B, rdx=0xE0, rcx=3, rsi=RAM_VA + 0x1000)], regs={"rflags": DF}),
+         [insn("f3666f", 0x7B, rdx=0xE0, rcx=3, rsi=RAM_VA + 8)], regs={"rflags": DF}),
     case("sev_es/ioio/rep-insb-df-fault",
          "rep insb with DF=1 RCX=3: the second element's address (+2^32-1) is unmapped: "
          "#PF(PROT|WRITE) after the VMGEXIT, RDI and RCX unchanged (vc_insn_string_write)",
-         [insn("f36c", 0x7B, rdx=0xE0, rcx=3, rdi=RAM_VA + 0x10)], regs={"rflags": DF}),
+         [insn("f36c", 0x7B, rdx=0xE0, rcx=3, rdi=RAM_VA + 0x1010)], regs={"rflags": DF}),
     case("sev_es/ioio/outsl-no-rep-rcx0",
          "outsl without REP, RCX=0: info1 0x00E00244 | STR, info2 1, RIP+1",
          [insn("6f", 0x7B, rdx=0xE0, rcx=0, rsi=RAM_VA)]),
@@ -176,6 +176,10 @@ CASES = [
          "fs outsb: OUTS reports IOIO_SEG_DS and reads ES_base+RSI whatever the prefix "
          "[string-seg-override-ignored] (vc_ioio_exitinfo)",
          [insn("646e", 0x7B, rdx=0xE0, rcx=0, rsi=RAM_VA)]),
+    case("sev_es/ioio/outsb-unmapped",
+         "rep outsb from an unmapped address: #PF(PROT) with CR2 = RSI before any VMGEXIT "
+         "(vc_insn_string_read, vc_read_mem)",
+         [insn("f36e", 0x7B, rdx=0xE0, rcx=2, rsi=UNMAPPED)]),
     case("sev_es/ioio/outsb-from-mmio",
          "outsb from an MMIO page: vc_read_mem() takes a nested #VC (MMIO read) while the "
          "outer #VC holds the GHCB, which __sev_get_ghcb() backs up and restores",
@@ -248,9 +252,13 @@ CASES = [
          "monitorx/mwaitx: the same exit codes, also NOPs in 6.1 (no opcode check)",
          [insn("0f01fa", 0x8A), insn("0f01fb", 0x8B)]),
     case("sev_es/nae/vmmcall-kernel",
-         "vmmcall: RAX and CPL 0 valid (w0 0x8000000002000000), no hcall hooks in vcsim, RAX "
-         "from the reply, RIP+3 (vc_handle_vmmcall)",
-         [insn("0f01d9", 0x81, rax=9, rbx=1)], hv={"vmmcall_rax": 0}),
+         "vmmcall on KVM: RAX and CPL 0 valid (w0 0x8000000002000000) plus RBX RCX RDX RSI from "
+         "kvm.c's kvm_sev_es_hcall_prepare (w1 0x001C004E00000000), RAX from the reply, RIP+3 "
+         "(vc_handle_vmmcall)",
+         [insn("0f01d9", 0x81, rax=9, rbx=1, rsi=2)], hv={"vmmcall_rax": 0}),
+    case("sev_es/nae/vmmcall-no-hooks",
+         "vmmcall with no x86_platform.hyper hooks (not on KVM): only RAX and CPL valid",
+         [insn("0f01d9", 0x81, rax=9, rbx=1)], kvm=0),
     case("sev_es/nae/vmmcall-user",
          "user vmmcall: CPL 3, KVM answers -KVM_EPERM, no signal",
          [insn("0f01d9", 0x81, rax=1)], mode="user", pages=USER_PAGES),
@@ -315,10 +323,10 @@ CASES = [
          [insn("8b448b10", 0x400, rbx=MMIO_VA, rcx=2), insn("648b07", 0x400, rdi=MMIO_VA),
           insn("8b0500000000", 0x400)]),
     case("sev_es/mmio/three-prefixes-fs",
-         "66 67 64 8b 07: the last of three distinct prefixes is duplicated into "
+         "66 f3 64 8b 07: the last of three distinct prefixes is duplicated into "
          "prefixes.bytes[3] (insn_get_prefixes), the FS override counts twice: "
          "insn_get_addr_ref -1, ES_UNSUPPORTED [segment-prefix-counted-twice]",
-         [insn("666764 8b07".replace(" ", ""), 0x400, rdi=MMIO_VA)]),
+         [insn("66f3648b07", 0x400, rdi=MMIO_VA)]),
     case("sev_es/mmio/two-overrides",
          "64 65 8b 07: two segment overrides: get_seg_reg_override_idx -EINVAL, ES_UNSUPPORTED",
          [insn("64658b07", 0x400, rdi=MMIO_VA)]),

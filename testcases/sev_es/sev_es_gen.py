@@ -18,7 +18,7 @@ from harness.payloads.sev_es import normalise
 from harness.reference import sev_es as model
 
 RAM_VA, RAM_PA = 0xFFFF888000100000, 0x100000
-WRAP_VA, WRAP_PA = RAM_VA + (1 << 32) - 0x1000, 0x300000     # element i of a DF=1 copy: +2^32 - i*size
+WRAP_VA, WRAP_PA = RAM_VA + (1 << 32), 0x300000     # element i of a DF=1 copy: +2^32 - i*size
 MMIO_VA, MMIO_PA = 0xFFFFC90000000000, 0xFEBF0000
 USER_RAM_VA = 0x7F0000000000
 UNMAPPED = 0xFFFF888040000000
@@ -54,7 +54,7 @@ def kind(action: dict) -> str:
         return _MMIO_KIND[model.insn_decode_mmio(model.insn_decode(code + b"\x90" * 15))[0]]
     if exit_code == EXIT["msr"]:
         return "wrmsr" if code[-1:] == b"\x30" else "rdmsr"
-    name = _BY_EXIT.get(exit_code)
+    name = {"read_dr7": "dr7_read", "write_dr7": "dr7_write"}.get(_BY_EXIT.get(exit_code), _BY_EXIT.get(exit_code))
     return name if name in KINDS else "unknown_exit"
 
 
@@ -91,6 +91,8 @@ def scripts(min_actions: int = 1, max_actions: int = 12):
                         "pages": PAGES + ([USER_PAGE] if user else [])}
         if user:
             script["ioperm"] = draw(st.booleans())
+        if draw(st.integers(0, 5)) == 0:
+            script["kvm"] = 0                              # no x86_platform.hyper hcall hooks
         hv: dict = {"cpuid": [], "ports": {}, "msrs": {}, "mmio": [], "pmc": {}}
         for leaf in LEAVES:
             if draw(st.integers(0, 2)):
