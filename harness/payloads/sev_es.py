@@ -38,6 +38,9 @@ USER_RIP = 0x401000
 PAGE = model.PAGE
 MAX_PAGE_LEN = 1 << 20
 ACTION_OPS = ("insn", "early_cpuid", "negotiate", "terminate", "decode")
+# vcsim's tables (guests/sev_es/vcsim/shim/vcsim_api.h, vcsim.c)
+LIMITS = {"pages": 16, "actions": 256, "cpuid": 64, "ports": 32, "msrs": 64, "mmio": 16, "pmc": 16,
+          "port_bytes": 65536, "mmio_bytes": 4096}
 
 
 def _u64(value, what: str, limit: int = 1 << 64) -> int:
@@ -99,7 +102,16 @@ def normalise_hv(hv: dict) -> dict:
     info = hv.get("sev_info", [1, 1, 51])
     if not isinstance(info, (list, tuple)) or len(info) != 3:
         raise ValueError("sev_es op-script: hv.sev_info must be [max, min, cbit]")
-    return {"cpuid": cpuid, "ports": _keyed(hv.get("ports", {}), "ports", "hex"),
+    ports = _keyed(hv.get("ports", {}), "ports", "hex")
+    for what, n, limit in (("cpuid", len(cpuid), LIMITS["cpuid"]), ("ports", len(ports), LIMITS["ports"]),
+                           ("msrs", len(hv.get("msrs", {})), LIMITS["msrs"]), ("mmio", len(mmio), LIMITS["mmio"]),
+                           ("pmc", len(hv.get("pmc", {})), LIMITS["pmc"])):
+        if n > limit:
+            raise ValueError(f"sev_es op-script: hv.{what} has {n} entries, vcsim takes {limit}")
+    if any(len(v) > 2 * LIMITS["port_bytes"] for v in ports.values()) or any(
+            len(m["data"]) > 2 * LIMITS["mmio_bytes"] for m in mmio):
+        raise ValueError("sev_es op-script: port data is limited to 64 KiB, mmio data to 4 KiB per entry")
+    return {"cpuid": cpuid, "ports": ports,
             "msrs": _keyed(hv.get("msrs", {}), "msrs", "u64"), "mmio": mmio,
             "tsc": _u64(hv.get("tsc", 0), "hv.tsc"), "tsc_aux": _u64(hv.get("tsc_aux", 0), "hv.tsc_aux", 1 << 32),
             "pmc": _keyed(hv.get("pmc", {}), "pmc", "u64"),
@@ -231,6 +243,8 @@ def normalise(script: dict) -> dict:
     actions = script.get("actions", [])
     if not isinstance(actions, list):
         raise ValueError("sev_es op-script: actions must be a list")
+    if len(actions) > LIMITS["actions"] or len(pages) > LIMITS["pages"]:
+        raise ValueError(f"sev_es op-script: at most {LIMITS['actions']} actions and {LIMITS['pages']} pages")
     out["actions"] = [normalise_action(a) for a in actions]
     return out
 
