@@ -23,14 +23,19 @@ Profiles:
                   matches "6.1" and not "architectural" exhibits a deviation
                   (`findings`).
 
-Machine facts the payload fixes (the contract, docs/sev-es-suite.md "Details"):
-the per-CPU GHCB is at guest-physical GHCB_PA; every script starts with a
-zeroed GHCB, ghcb_version 0 (set only by a `negotiate` action), the per-CPU
-cached DR7 0 (init_ghcb() leaves it), no SNP CPUID table (snp_cpuid() returns
--EOPNOTSUPP), x86_platform.hyper = arch/x86/kernel/kvm.c's hcall hooks when the
-script has `kvm` (the default), RAM and MMIO pages mapped without a C-bit
-(sme_me_mask 0) with _PAGE_ENC and MMIO pages without it, and an
-I/O bitmap only when the script has `ioperm`.
+Machine facts the payload fixes (docs/sev-es-suite.md, "What vcsim fixes"):
+the per-CPU GHCB is at guest-physical GHCB_PA (0x7ffe000); every script starts
+with a zeroed GHCB and runtime data (alloc_runtime_data() + init_ghcb(): the
+cached DR7 is 0), then an untraced sev_es_negotiate_protocol() against the
+script's sev_info (ghcb_version min(max, 2), 0 when it fails); no SNP CPUID
+table (snp_cpuid() returns -EOPNOTSUPP); x86_platform.hyper = kvm.c's hcall
+hooks when the script has `kvm` (the default); page-table entries without a
+C-bit (sme_me_mask 0); an I/O bitmap permitting every port only with
+`ioperm`; the trigger's bytes followed by 0x90 up to 15 bytes; a
+vc_read_mem()/vc_write_mem() access to an MMIO page is a nested #VC (a
+synthetic mov, exit 0x400) handled by the same code while the outer #VC holds
+the GHCB.  A nested #VC that does not end in ES_OK is outside the model
+(ModelError): the generator never injects faults into one.
 """
 from __future__ import annotations
 
