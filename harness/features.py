@@ -203,6 +203,9 @@ def _load_module(spec: str, origin: str, feature: str) -> ModuleType:
     return module
 
 
+_SEV_ES_FILES = ("arch/x86/kernel/sev.c", "arch/x86/kernel/sev-shared.c", "arch/x86/lib/insn.c",
+                 "arch/x86/lib/inat.c", "arch/x86/lib/insn-eval.c")
+
 _DEVICE_MIGRATION = ("a vfio-pci variant driver with migration support (mlx5_vfio_pci, "
                      "hisi_acc_vfio_pci) and its device")
 
@@ -271,6 +274,19 @@ ROWS = (
                                if s.get("dma_entry_limit", 0xFFFF) != 0xFFFF else None),
         # edu's DMA timer is 100 ms of guest time per transfer
         batch=40, timeout_base_s=60.0, timeout_per_action_s=0.5),
+    Feature(
+        name="sev_es", title="SEV-ES guest #VC handling and the GHCB protocol",
+        # The kernel under test's own #VC code (sev.c with sev-shared.c, the instruction
+        # decoder) compiled into vcsim, a user-space program, against a shim whose
+        # hypervisor answers as the model's KVM (docs/sev-es-suite.md): no machine.
+        machine=frozenset(), modules=(), config=None,
+        kernel_files=_SEV_ES_FILES, user_space_files=_SEV_ES_FILES,
+        model="harness.reference.sev_es", codec="harness.payloads.sev_es",
+        cases="testcases/sev_es/sev_es_cases.py", strategy="testcases/sev_es/sev_es_gen.py",
+        payload="guests/sev_es", runs_on="harness", builder="harness.payloads.sev_es_build:build_vcsim",
+        needs_hardware="the sev_es/hardware cases: an AMD EPYC 7002+ host with SEV-ES enabled in KVM "
+                       "(kvm_amd sev_es=Y, /dev/sev) and OVMF",
+        batch=100, timeout_base_s=30.0, timeout_per_action_s=0.05),
 )
 
 

@@ -50,8 +50,8 @@ def test_a_patch_that_does_not_apply_names_itself(tmp_path, pristine):
 def test_debian_kernel_needs_exactly_its_own_source_version(tmp_path, monkeypatch):
     (tmp_path / "download").mkdir()
     (tmp_path / "download" / "linux-image-6.1.0-99-amd64_6.1.999-1_amd64.deb").write_text("")
-    (tmp_path / "tree").mkdir()
-    kernel = SimpleNamespace(kind="debian", version="6.1.0-99-amd64", bzimage=tmp_path / "tree" / "vmlinuz")
+    kernel = SimpleNamespace(kind="debian", version="6.1.0-99-amd64",
+                             bzimage=tmp_path / "tree" / "boot" / "vmlinuz-6.1.0-99-amd64")
     monkeypatch.setattr(source, "linux_source_version", lambda: "6.1.192-3")
     with pytest.raises(HarnessError, match=r"Debian package 6.1.999-1, but linux-source-6.1 is 6.1.192-3"):
         source.tree_of(kernel, tmp_path)

@@ -60,7 +60,7 @@ def makefile_version(tree: Path) -> str:
 
 def debian_package_version(kernel) -> str | None:
     """The Debian package version of a fetched linux-image (its .deb's file name)."""
-    folder = Path(kernel.bzimage).parents[1] / "download"
+    folder = Path(kernel.bzimage).parents[2] / "download"     # <package>/tree/boot/vmlinuz-*
     debs = sorted(folder.glob("*.deb")) if folder.is_dir() else []
     m = re.match(r"[^_]+_([^_]+)_", debs[0].name) if debs else None
     return m.group(1) if m else None

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from harness import features
 from harness.cache import atomic_write_bytes
 from harness.errors import HarnessError, UsageError
 
@@ -212,7 +213,7 @@ def run_one(spec: MutantSpec, base_cases: dict, source: Path, folder: Path, seed
     start = time.monotonic()
     unbuildable = "ERROR" if spec.origin == "hand-written" else "DROPPED"
     try:
-        builder(source, [spec.patch])
+        (builder or _builder_for(spec.feature))(source, [spec.patch])
     except HarnessError as e:  # BuildFailed, a patch that does not apply, a config drop
         return Outcome(spec, unbuildable, reason=f"does not build: {_one_line(e)}",
                        seconds=time.monotonic() - start)
@@ -233,6 +234,25 @@ def _build(source: Path, patches: list[Path]) -> None:
     kbuild.build(source, patches, progress=lambda text: None)
 
 
+def _build_user_space(feature: str):
+    """For a feature that compiles the kernel's own code into a user-space program: build
+    that program from the patched source (no kernel build; its run boots nothing)."""
+    def build(source: Path, patches: list[Path]) -> None:
+        import tempfile
+
+        from harness.kernel import build as kbuild
+        from harness.kernel import patches as patchlib
+        from harness.kernel.source import patched_view
+        with tempfile.TemporaryDirectory(prefix="kvmconf-mutant-") as tmp:
+            tree = patched_view(kbuild.pristine_tree(source)[0], [patchlib.load(p) for p in patches], Path(tmp))
+            features.get(feature).build_payload(tree)
+    return build
+
+
+def _builder_for(feature: str):
+    return _build_user_space(feature) if features.get(feature).runs_on == "harness" else _build
+
+
 def base_line(base: dict) -> str:
     """The one line that says why the campaign did not start."""
     case = base["cases"][0]
@@ -244,10 +264,10 @@ def run_campaign(specs: list[MutantSpec], source: Path, folder: Path, seed: int,
     """Base runs, then each mutant once; mutants.json after every step. Raises BaseRed.
 
     `runner` runs one `kvmconf run` argv (default: run_kvmconf, a subprocess) and
-    `builder(source, [patch])` builds a mutant kernel (default: the cached build).
+    `builder(source, [patch])` builds a mutant (default: the cached kernel build, or for a
+    feature that compiles the kernel's code in user space, that program).
     """
     runner = runner or run_kvmconf
-    builder = builder or _build
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     outcomes: list[Outcome] = []

@@ -1364,15 +1364,12 @@ class Machine:
         if op in (0x6C, 0x6E, 0xE4, 0xE6, 0xEC, 0xEE):
             hit("sev-shared.c:vc_ioio_exitinfo:size8")
             info |= 1 << 4
-            size = 1
         elif insn.opnd_bytes == 2:
             hit("sev-shared.c:vc_ioio_exitinfo:size16")
             info |= 1 << 5
-            size = 2
         else:
             hit("sev-shared.c:vc_ioio_exitinfo:size32")
             info |= 1 << 6
-            size = 4
         info |= {2: 1 << 7, 4: 1 << 8, 8: 1 << 9}[insn.addr_bytes]
         if insn.has_rep():
             hit("sev-shared.c:vc_ioio_exitinfo:rep")

@@ -82,6 +82,8 @@ def test_decoder_differential(cid, suite, kvmconf_seed, run_record):
     driver = suite(FEATURE)
     model = driver.model
     codes = encodings(kvmconf_seed)
+    if len(codes) < 10_000:
+        raise HarnessError(f"decoder corpus: {len(codes)} encodings, fewer than the 10,000 the differential needs")
     scripts = [driver.prepare({"mode": "kernel", "regs": dict(REGS), "rip": RIP,
                                "actions": [{"op": "decode", "bytes": c.hex()} for c in codes[i:i + BATCH]]})
                for i in range(0, len(codes), BATCH)]

@@ -37,6 +37,7 @@ static_assert(VCSIM_ES_OK == ES_OK && VCSIM_ES_UNSUPPORTED == ES_UNSUPPORTED &&
  * the kernel's alloc_runtime_data() (memblock, zeroed) and init_ghcb(). */
 void bridge_reset(void)
 {
+	ghcb_version = 0;
 	per_cpu(runtime_data, 0) = NULL;
 	alloc_runtime_data(0);
 	init_ghcb(0);
@@ -69,11 +70,11 @@ void bridge_terminate(unsigned int set, unsigned int reason)
 	sev_es_terminate(set, reason);
 }
 
-void bridge_early_cpuid(struct vcsim_regs *r)
+void bridge_early_cpuid(struct vcsim_regs *r, unsigned long exit_code)
 {
 	struct pt_regs regs = vcsim_to_pt(r);
 
-	do_vc_no_ghcb(&regs, SVM_EXIT_CPUID);
+	do_vc_no_ghcb(&regs, exit_code);
 	vcsim_from_pt(r, &regs);
 }
 

@@ -66,9 +66,10 @@ unsigned long long vcsim_rdmsr(unsigned int msr)
 	case MSR_AMD64_SEV_ES_GHCB:
 		return vcsim_hv.ghcb_msr;
 	case MSR_FS_BASE:
-	case MSR_GS_BASE:
-	case MSR_KERNEL_GS_BASE:
-		return 0;
+		return vcsim_hv.fs_base;
+	case MSR_GS_BASE:           /* kernel mode */
+	case MSR_KERNEL_GS_BASE:    /* user mode, after swapgs */
+		return vcsim_hv.gs_base;
 	}
 	vcsim_panic("rdmsr of an MSR the shim does not model");
 }
@@ -116,6 +117,8 @@ static void msr_protocol(u64 val)
 	default:
 		return;                       /* "keep GHCB MSR value as-is" */
 	}
+	if (vcsim_hv.has_resp)            /* fault injection: a wrong response code */
+		resp = (resp & ~(u64)GHCB_MSR_INFO_MASK) | (vcsim_hv.resp_code & GHCB_MSR_INFO_MASK);
 	vcsim_hv.ghcb_msr = resp;
 }
 

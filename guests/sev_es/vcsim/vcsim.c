@@ -57,6 +57,7 @@ struct action {
 	char op[16];
 	unsigned char bytes[16]; int nbytes;
 	uint64_t exit, leaf, set, reason;
+	bool has_exit, has_resp; uint64_t resp;
 	bool has_reg[16]; uint64_t reg[16];     /* VCSIM_R_* order */
 	struct vcsim_reply reply;
 };
@@ -69,7 +70,7 @@ static const char *const reg_names[16] = {
 static struct {
 	long index;
 	bool user, ioperm, kvm;
-	uint64_t osxsave, xcr0, rip, regs[16], rflags;
+	uint64_t osxsave, xcr0, rip, regs[16], rflags, fs_base, gs_base;
 	int npages; struct page pages[MAX_PAGES];
 	int nactions; struct action actions[MAX_ACTIONS];
 } S;
@@ -563,18 +564,22 @@ static void run_other(struct action *a, struct vcsim_regs *r)
 	in_trigger = true;
 	if (sigsetjmp(trigger_jmp, 0)) {
 		in_trigger = false;
+		vcsim_hv.has_resp = 0;
 		trace_result(jmp_why, 1, &saved);
 		*r = saved;
 		return;
 	}
+	vcsim_hv.has_resp = a->has_resp;
+	vcsim_hv.resp_code = a->resp;
 	if (!strcmp(a->op, "early_cpuid")) {
 		r->ax = a->leaf;
-		bridge_early_cpuid(r);
+		bridge_early_cpuid(r, a->has_exit ? a->exit : 0x72 /* SVM_EXIT_CPUID */);
 	} else if (!strcmp(a->op, "negotiate")) {
 		bridge_negotiate_or_terminate();
 	} else if (!strcmp(a->op, "terminate")) {
 		bridge_terminate(a->set, a->reason);
 	}
+	vcsim_hv.has_resp = 0;
 	in_trigger = false;
 	trace_result("ok", 1, r);
 }
@@ -628,6 +633,8 @@ static void run_script(void)
 	 * (setup_ghcb); not traced */
 	bridge_reset();
 	kshim_reset();
+	vcsim_hv.fs_base = S.fs_base;
+	vcsim_hv.gs_base = S.gs_base;
 	vcsim_hv.quiet = 1;
 	bridge_negotiate();
 	vcsim_hv.quiet = 0;
@@ -706,6 +713,10 @@ static void parse_S(char **tok, int ntok)
 			S.ioperm = num(eq, "ioperm");
 		} else if (!strcmp(tok[i], "kvm")) {
 			S.kvm = num(eq, "kvm");
+		} else if (!strcmp(tok[i], "fs_base")) {
+			S.fs_base = num(eq, "fs_base");
+		} else if (!strcmp(tok[i], "gs_base")) {
+			S.gs_base = num(eq, "gs_base");
 		} else if ((ri = reg_index(tok[i])) >= 0) {
 			S.regs[ri] = num(eq, tok[i]);
 		} else {
@@ -846,7 +857,11 @@ static void parse_A(char **tok, int ntok)
 		} else if (!strcmp(k, "bytes")) {
 			a->nbytes = parse_hex(eq, a->bytes, 15, "A bytes");
 		} else if (!strcmp(k, "exit")) {
+			a->has_exit = true;
 			a->exit = num(eq, "exit");
+		} else if (!strcmp(k, "resp")) {
+			a->has_resp = true;
+			a->resp = num(eq, "resp");
 		} else if (!strcmp(k, "leaf")) {
 			a->leaf = num(eq, "leaf");
 		} else if (!strcmp(k, "set")) {

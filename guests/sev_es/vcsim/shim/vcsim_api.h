@@ -31,7 +31,7 @@ void bridge_reset(void);                 /* fresh per-CPU runtime data (alloc_ru
 int bridge_negotiate(void);              /* sev_es_negotiate_protocol(); 0 = false */
 void bridge_negotiate_or_terminate(void);/* as setup_ghcb(): terminate when negotiation fails */
 int bridge_handle_vc(struct vcsim_regs *r, unsigned long exit_code);  /* one #VC, vc_raw_handle_exception's flow */
-void bridge_early_cpuid(struct vcsim_regs *r);                        /* do_vc_no_ghcb() */
+void bridge_early_cpuid(struct vcsim_regs *r, unsigned long exit_code); /* do_vc_no_ghcb() */
 void bridge_terminate(unsigned int set, unsigned int reason);         /* sev_es_terminate() */
 unsigned long bridge_dr7(void);
 void *bridge_ghcb(void);                 /* the per-CPU GHCB page */
@@ -72,6 +72,8 @@ struct vcsim_hv {
 	struct vcsim_reply reply;          /* for the current trigger */
 	int quiet;                         /* no trace events (the set-up negotiation) */
 	int terminated; unsigned long long term_val;
+	unsigned long long fs_base, gs_base;  /* what rdmsr of the FS/GS base MSRs gives */
+	int has_resp; unsigned int resp_code; /* forced GHCBInfo of MSR-protocol replies */
 };
 extern struct vcsim_hv vcsim_hv;
 void hv_vmgexit(void);                   /* VMGEXIT() */
