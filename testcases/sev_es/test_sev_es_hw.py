@@ -23,6 +23,8 @@ CASES = {
 
 @pytest.mark.parametrize("cid", list(CASES))
 def test_hardware_exchange(cid):
+    """The kernel under test as a real SEV-ES guest: its VMGEXIT exchange, read from the
+    host's kvm_vmgexit tracepoints, against the model (SKIP without SEV-ES)."""
     facts = sev_es_hw.probe_sev_es()
     reason = sev_es_hw.missing(facts)
     if reason:
