@@ -216,6 +216,11 @@ CASES = [
          "mov %rax,%dr7 RAX=0x401: info1 0, RAX=(v & 0xFFFF23FF)|0x400, cached; mov %dr7,%rax "
          "returns the cache with no VMGEXIT (vc_handle_dr7_write/read)",
          [insn("0f23f8", 0x37, rax=0x401), insn("0f21f8", 0x27, rax=0)]),
+    case("sev_es/dr7/write-reserved-bits-cleared",
+         "mov %rax,%dr7 with every low bit set (RAX=0xFFFFFFFF): the request carries "
+         "(v & 0xFFFF23FF) | 0x400 = 0xFFFF27FF, the reserved bits 10-12, 14 and 15 cleared, and "
+         "the cache keeps it (vc_handle_dr7_write)",
+         [insn("0f23f8", 0x37, rax=0xFFFFFFFF), insn("0f21f8", 0x27, rax=0)]),
     case("sev_es/dr7/read-before-write",
          "mov %dr7,%rax before any write: the cache is 0 in 6.1 (init_ghcb() never sets "
          "data->dr7; the spec's 0x400 is the VMSA's)",

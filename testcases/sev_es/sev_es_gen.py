@@ -58,14 +58,12 @@ def kind(action: dict) -> str:
     return name if name in KINDS else "unknown_exit"
 
 
-# Every kind at least twice: hypothesis's draws are correlated across a run, and a kind
-# listed once went missing from whole 300-script runs (the driver refuses such a run).
-WEIGHTS = (["cpuid"] * 4 + ["in"] * 4 + ["out"] * 3 + ["ins"] * 4 + ["outs"] * 4 + ["ioio_bad"] * 2
-           + ["rdmsr"] * 3 + ["wrmsr"] * 2 + ["dr7_read"] * 2 + ["dr7_write"] * 2 + ["wbinvd"] * 2 + ["rdtsc"] * 2
-           + ["rdtscp"] * 2 + ["rdpmc"] * 2 + ["invd"] * 2 + ["monitor"] * 2 + ["mwait"] * 2 + ["vmmcall"] * 2
-           + ["ac"] * 2 + ["db"] * 2 + ["unknown_exit"] * 2 + ["mmio_write"] * 5 + ["mmio_write_imm"] * 4 + ["mmio_read"] * 5
+WEIGHTS = (["cpuid"] * 4 + ["in"] * 4 + ["out"] * 3 + ["ins"] * 4 + ["outs"] * 4 + ["ioio_bad"]
+           + ["rdmsr"] * 3 + ["wrmsr"] * 2 + ["dr7_read"] + ["dr7_write"] * 2 + ["wbinvd"] + ["rdtsc"]
+           + ["rdtscp"] + ["rdpmc"] * 2 + ["invd"] + ["monitor"] + ["mwait"] + ["vmmcall"] * 2 + ["ac"]
+           + ["db"] + ["unknown_exit"] + ["mmio_write"] * 5 + ["mmio_write_imm"] * 4 + ["mmio_read"] * 5
            + ["mmio_zero_extend"] * 3 + ["mmio_sign_extend"] * 3 + ["mmio_movs"] * 4
-           + ["mmio_unsupported"] * 2 + ["early_cpuid"] * 3 + ["negotiate"] * 2 + ["terminate"] * 2
+           + ["mmio_unsupported"] * 2 + ["early_cpuid"] * 3 + ["negotiate"] * 2 + ["terminate"]
            + ["decode"] * 6)
 PORTS = (0x80, 0x71, 0xE0, 0x3F8, 0xCF8, 0xCFC, 0x1F0, 0xFFFF)
 MSRS = (0x1B, 0x10, 0xC0000080, 0x6E0, 0xC0010130, 0x8B)
