@@ -10,6 +10,7 @@ run ends, `close` undoes all of it and checks that nothing was left behind.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
@@ -108,7 +109,9 @@ class LiveHost(PayloadHost):
         try:
             host._setup(progress)
         except BaseException:
-            host.close()
+            # undo what was done; a failing undo must not hide why the setup failed
+            with contextlib.suppress(Exception):
+                host.close()
             raise
         return host
 
