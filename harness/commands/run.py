@@ -191,8 +191,8 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
                                                    f"host's own kernel, no QEMU",
                                    "qemu": None, "machine_profile": None, "boot": None,
                                    "capabilities": {"host": host, "target": live.capabilities,
-                                                    "target_missing": {f: live.missing(f) for f in features
-                                                                       if live.missing(f)}}}
+                                                    "target_missing": {f: why for f in features
+                                                                       if (why := live.missing(f))}}}
     record.data["seed"] = seed
     record.write()
 

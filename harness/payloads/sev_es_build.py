@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_write_bytes, cache_root, locked
+from harness.cache import atomic_write_bytes, cache_root, locked, sha256_file
 from harness.errors import HarnessError
 from harness.payloads import build as payload_build
 
@@ -65,10 +65,6 @@ class VcSim:
     kernel_files: dict[str, str]
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _kernel_inputs(tree: Path) -> dict[str, Path]:
     files = {}
     for rel in KERNEL_FILES.values():
@@ -106,7 +102,7 @@ def _shim_sources() -> list[Path]:
 
 def kernel_digests(tree: Path) -> dict[str, str]:
     """relative path -> sha256 of each kernel file vcsim is built from, and "headers"."""
-    out = {rel: _sha(path) for rel, path in _kernel_inputs(tree).items()}
+    out = {rel: sha256_file(path) for rel, path in _kernel_inputs(tree).items()}
     out["headers"] = _headers_digest(tree)
     return out
 
