@@ -183,13 +183,16 @@ class Remote:
             raise HarnessError(f"ssh {self.where}: {command!r}: {e or type(e).__name__}") from None
         return Stream(channel, command)
 
-    def upload(self, local: str, remote: str, timeout: float = 60.0) -> None:
+    def upload(self, local: str, remote: str, timeout: float = 60.0, mode: int | None = None) -> None:
+        """Copy a file there over SFTP (and set its mode in the same SFTP session)."""
         if not self.connected:
             raise HarnessError(f"ssh {self.where}: not connected")
         try:
             sftp = self._client.open_sftp()
             sftp.get_channel().settimeout(timeout)
             sftp.put(local, remote)
+            if mode is not None:
+                sftp.chmod(remote, mode)
             sftp.close()
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HarnessError(f"sftp upload {local} -> {remote}: {e or type(e).__name__}") from None

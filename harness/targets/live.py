@@ -129,8 +129,8 @@ class LiveHost(PayloadHost):
         progress(f"target {self.where}: payloads in {self.scratch}")
         paths, self.payload_errors = payload_build.build_all(self.options.payload_names)
         for name, path in paths.items():
-            self.remote.upload(str(path), f"{self.scratch}/{name}")
-            self._sh('chmod 0700 "$1"', f"{self.scratch}/{name}")
+            # the mode in the same SFTP session: no extra command channel per payload
+            self.remote.upload(str(path), f"{self.scratch}/{name}", mode=0o700)
         self.kernel = self._running_kernel()
         self.capabilities = guest_capabilities(self.run, self.payload("probe"))
         self.baseline_taint = int(self.capabilities.get("tainted", "0") or 0)

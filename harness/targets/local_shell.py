@@ -83,10 +83,13 @@ class LocalShell:
     def stream(self, argv: list[str], timeout: float = 60.0) -> "LocalStream":
         return LocalStream(_start(argv), " ".join(argv))
 
-    def upload(self, local: str, remote: str, timeout: float = 60.0) -> None:
+    def upload(self, local: str, remote: str, timeout: float = 60.0, mode: int | None = None) -> None:
         try:
             shutil.copyfile(local, remote)
-            shutil.copymode(local, remote)
+            if mode is None:
+                shutil.copymode(local, remote)
+            else:
+                os.chmod(remote, mode)
         except OSError as e:
             raise HarnessError(f"copy {local} -> {remote}: {e.strerror}") from None
 
