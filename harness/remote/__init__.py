@@ -193,6 +193,7 @@ class Remote:
             sftp.put(local, remote)
             if mode is not None:
                 sftp.chmod(remote, mode)
+            _end_subsystem(sftp.get_channel(), timeout)
             sftp.close()
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HarnessError(f"sftp upload {local} -> {remote}: {e or type(e).__name__}") from None
@@ -271,6 +272,21 @@ class Stream:
             return None
         finally:
             self._channel.close()
+
+
+def _end_subsystem(channel, timeout: float) -> None:
+    """End the SFTP server's input and wait for it to exit before the channel closes.
+
+    Closing an SFTP channel while its server process still runs lets that process exit
+    later, after the next channel is open; dropbear then reports the late exit on the new
+    channel and closes it ("Unable to open channel." / "Channel closed." on the command
+    right after an upload, about one upload in twenty under TCG)."""
+    channel.shutdown_write()
+    deadline = time.monotonic() + timeout
+    while not channel.exit_status_ready():
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded(f"SFTP server did not exit within {timeout:.0f} s of its input's end")
+        time.sleep(0.005)
 
 
 def append_bounded(buf: bytearray, chunk: bytes) -> None:
