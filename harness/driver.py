@@ -158,10 +158,19 @@ class Suite:
             res = self.guest.run(self.guest.payload_argv(self.feature.name),
                                  stdin=self.codec.encode(batch), timeout=self._timeout(batch))
             if res.rc != 0:
-                raise HarnessError(f"{self.feature.name} payload exited {res.rc}: "
-                                   f"{res.stderr.decode(errors='replace').strip()[-300:]}")
+                raise self.exit_error(res)
             traces += self.codec.decode(res.stdout, len(batch))
         return traces
+
+    def exit_error(self, res) -> Exception:
+        """A payload's non-zero exit: the target says whose fault it is (targets/host.py:
+        ERROR for our own payloads; FAIL for a crash of a harness-side payload, which runs
+        the kernel under test's code)."""
+        decide = getattr(self.guest, "payload_exit_error", None)
+        if decide is not None:
+            return decide(self.feature.name, res)
+        return HarnessError(f"{self.feature.name} payload exited {res.rc}: "
+                            f"{res.stderr.decode(errors='replace').strip()[-300:]}")
 
     # -- checking ----------------------------------------------------------------
     def predictions(self, script: dict) -> dict[str, list[dict]]:

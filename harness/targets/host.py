@@ -3,6 +3,7 @@ watch and the taint check. harness.guest.Guest (QEMU) and
 harness.targets.live.LiveHost (local, ssh) build on it."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from harness.errors import HarnessError, KernelFailure
@@ -50,6 +51,12 @@ class PayloadHost:
         if feature in self.payload_errors:
             raise HarnessError(self.payload_errors[feature])
         return f"{self.payload_dir}/{feature}"
+
+    def payload_exit_error(self, feature: str, res) -> Exception:
+        """What a non-zero exit of the feature's payload means: here (a payload of our
+        own in a guest or on a live host), our failure (ERROR)."""
+        return HarnessError(f"{feature} payload exited {res.rc}: "
+                            f"{res.stderr.decode(errors='replace').strip()[-300:]}")
 
     def payload_argv(self, feature: str) -> list[str]:
         """The payload and the options this target adds (the user's device, on a live host)."""
@@ -110,3 +117,26 @@ class HarnessSide(PayloadHost):
         from harness.targets.local_shell import LocalShell
         super().__init__("harness", LocalShell(), payload_dir, {}, evidence_dir)
         self.where = "this machine (the kernel's own code compiled into a user-space program)"
+
+    def payload_exit_error(self, feature: str, res) -> Exception:
+        """A harness-side payload runs the kernel under test's own code: when it dies of a
+        crash signal (SIGSEGV, SIGBUS, ...) that code crashed, the kernel's fault (FAIL),
+        with the signal and the last trace lines as evidence. Any other exit stays ours
+        (ERROR): a status the shim chose (its usage errors, die()), or a signal from outside
+        (SIGKILL, SIGTERM: the deadline, the OOM killer, the user)."""
+        if -res.rc not in CRASH_SIGNALS:
+            return super().payload_exit_error(feature, res)
+        name = signal.Signals(-res.rc).name
+        trace = [line for line in res.stdout.decode(errors="replace").splitlines() if line.strip()]
+        stderr = [line for line in res.stderr.decode(errors="replace").splitlines() if line.strip()]
+        evidence = "\n".join(["last trace lines:", *(trace[-TRACE_TAIL:] or ["(none)"]),
+                              "stderr tail:", *(stderr[-TRACE_TAIL:] or ["(none)"])])
+        return KernelFailure(f"{feature} payload killed by {name} (signal {-res.rc}) while running the kernel "
+                             f"under test's code (built from its source into {self.where}): the kernel code "
+                             f"crashed\n{evidence}")
+
+
+# The signals a program raises itself by crashing: faults of its code, abort(), a trap.
+CRASH_SIGNALS = {int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
+                                  signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS)}
+TRACE_TAIL = 5     # trace and stderr lines kept as a crash's evidence
