@@ -5,7 +5,7 @@ locating an event's action, ELF checks.
 An op-script (docs/sev-es-suite.md "Op-script")::
 
     {"mode": "kernel" | "user", "cr4_osxsave": 1, "xcr0": 7,
-     "fs_base": 0, "gs_base": 0, "ioperm": False, "kvm": 1,
+     "fs_base": 0, "gs_base": 0, "ioperm": False | [first, count], "kvm": 1,
      "regs": {"rax": 0, ..., "rflags": 0x2}, "rip": 0xffffffff81000000,
      "pages": [{"va", "pa", "len", "kind": "ram" | "mmio", "data": "hex"}],
      "hv": {"cpuid": [[leaf, sub, eax, ebx, ecx, edx]], "ports": {"0x71": "hex"},
@@ -37,6 +37,7 @@ KERNEL_RIP = 0xFFFFFFFF81000000
 USER_RIP = 0x401000
 PAGE = model.PAGE
 MAX_PAGE_LEN = 1 << 20
+IO_BITMAP_BITS = 0x10000
 ACTION_OPS = ("insn", "early_cpuid", "negotiate", "terminate", "decode")
 # vcsim's tables (guests/sev_es/vcsim/shim/vcsim_api.h, vcsim.c)
 LIMITS = {"pages": 16, "actions": 256, "cpuid": 64, "ports": 32, "msrs": 64, "mmio": 16, "pmc": 16,
@@ -195,6 +196,23 @@ SCRIPT_KEYS = {"mode", "cr4_osxsave", "xcr0", "fs_base", "gs_base", "ioperm", "k
                "hv", "actions"}
 
 
+def _ioperm(perm) -> bool | list[int]:
+    """False (no I/O bitmap), or [first, count]: the task called ioperm(first, count, 1)
+    (true: [0, 0x10000], every port); ksys_ioperm()'s -EINVAL cases are refused."""
+    if perm is False:
+        return False
+    if perm is True:
+        return [0, IO_BITMAP_BITS]
+    if (not isinstance(perm, (list, tuple)) or len(perm) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in perm)):
+        raise ValueError("sev_es op-script: ioperm must be false, true or [first, count]")
+    first, count = perm
+    if first < 0 or count <= 0 or first + count > IO_BITMAP_BITS:
+        raise ValueError(f"sev_es op-script: ioperm [{first}, {count}]: ioperm() refuses it "
+                         f"(0 < count, first + count <= {IO_BITMAP_BITS:#x})")
+    return [first, count]
+
+
 def normalise(script: dict) -> dict:
     unknown = set(script) - SCRIPT_KEYS
     if unknown:
@@ -205,10 +223,7 @@ def normalise(script: dict) -> dict:
     out = {"mode": mode, "cr4_osxsave": _u64(script.get("cr4_osxsave", 1), "cr4_osxsave", 2),
            "xcr0": _u64(script.get("xcr0", 7), "xcr0"),
            "fs_base": _u64(script.get("fs_base", 0), "fs_base"), "gs_base": _u64(script.get("gs_base", 0), "gs_base")}
-    perm = script.get("ioperm", False)
-    if not isinstance(perm, bool):
-        raise ValueError("sev_es op-script: ioperm must be true or false")
-    out["ioperm"] = perm
+    out["ioperm"] = _ioperm(script.get("ioperm", False))
     kvm = script.get("kvm", 1)
     if kvm not in (0, 1) or isinstance(kvm, float):
         raise ValueError("sev_es op-script: kvm must be 0 or 1")
@@ -291,7 +306,7 @@ def encode(scripts: Iterable[dict], first: int = 0) -> bytes:
         head += [f"{k}={_n(s['regs'][k])}" for k in REG_KEYS]
         head += [f"{k}={_n(s[k])}" for k in ("fs_base", "gs_base") if s[k]]
         if s["ioperm"]:
-            head.append("ioperm=0x1")
+            head.append("ioperm={},{}".format(*map(_n, s["ioperm"])))
         if not s["kvm"]:
             head.append("kvm=0x0")
         lines.append(" ".join(head))

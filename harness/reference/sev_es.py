@@ -30,8 +30,9 @@ cached DR7 is 0), then an untraced sev_es_negotiate_protocol() against the
 script's sev_info (ghcb_version min(max, 2), 0 when it fails); no SNP CPUID
 table (snp_cpuid() returns -EOPNOTSUPP); x86_platform.hyper = kvm.c's hcall
 hooks when the script has `kvm` (the default); page-table entries without a
-C-bit (sme_me_mask 0); an I/O bitmap permitting every port only with
-`ioperm`; the trigger's bytes followed by 0x90 up to 15 bytes; a
+C-bit (sme_me_mask 0); a user task's I/O bitmap only with `ioperm`
+[first, count] (ksys_ioperm(first, count, 1): those ports permitted, all
+others and any bit past 65535 denied); the trigger's bytes followed by 0x90 up to 15 bytes; a
 vc_read_mem()/vc_write_mem() access to an MMIO page is a nested #VC (a
 synthetic mov, exit 0x400) handled by the same code while the outer #VC holds
 the GHCB.  A nested #VC that does not end in ES_OK is outside the model
@@ -1363,21 +1364,30 @@ class Machine:
         info |= port << 16
         if op in (0x6C, 0x6E, 0xE4, 0xE6, 0xEC, 0xEE):
             hit("sev-shared.c:vc_ioio_exitinfo:size8")
-            info |= 1 << 4
+            info, size = info | 1 << 4, 1
         elif insn.opnd_bytes == 2:
             hit("sev-shared.c:vc_ioio_exitinfo:size16")
-            info |= 1 << 5
+            info, size = info | 1 << 5, 2
         else:
             hit("sev-shared.c:vc_ioio_exitinfo:size32")
-            info |= 1 << 6
+            info, size = info | 1 << 6, 4
         info |= {2: 1 << 7, 4: 1 << 8, 8: 1 << 9}[insn.addr_bytes]
         if insn.has_rep():
             hit("sev-shared.c:vc_ioio_exitinfo:rep")
             info |= 1 << 3
         # sev.c: vc_ioio_check()
         if self.user:
-            # vcsim: current->thread.io_bitmap is NULL, or (ioperm) one permitting every port
-            if not self.s["ioperm"]:
+            # current->thread.io_bitmap: NULL without ioperm, else ksys_ioperm(first, count, 1)'s
+            # (all ones, [first, first + count) cleared); a bit past 65535 (an access crossing
+            # port 0xffff) is set: vcsim's word after bitmap[] (the kernel reads past the struct)
+            perm = self.s["ioperm"]
+            if not perm:
+                hit("sev.c:vc_ioio_check:user-no-io-bitmap-gp")
+                self.fault = Fault(X86_TRAP_GP, 0, 0)
+                return ES_EXCEPTION, info
+            first, count = perm
+            # for (idx = port; idx < port + size; ++idx) if (test_bit(idx, iobm->bitmap)) goto fault;
+            if any(not first <= idx < first + count for idx in range(port, port + size)):
                 hit("sev.c:vc_ioio_check:user-port-denied-gp")
                 self.fault = Fault(X86_TRAP_GP, 0, 0)
                 return ES_EXCEPTION, info

@@ -139,6 +139,25 @@ CASES = [
     case("sev_es/ioio/user-inb-ioperm",
          "user-mode IN with an I/O bitmap permitting the port: emulated (vc_ioio_check)",
          [insn("e471", 0x7B)], mode="user", pages=USER_PAGES, ioperm=True, hv={"ports": {"0x71": "7f"}}),
+    case("sev_es/ioio/user-inw-ioperm-exact",
+         "user inw $0x70 with ioperm(0x70, 2, 1): bits 0x70, 0x71 clear, 0x72 set: emulated "
+         "(vc_ioio_check() tests bits port..port+size-1 only; size from vc_ioio_exitinfo(): 2 "
+         "for opnd_bytes 2)",
+         [insn("66e570", 0x7B)], mode="user", pages=USER_PAGES, ioperm=[0x70, 2],
+         hv={"ports": {"0x70": "3412"}}),
+    case("sev_es/ioio/user-outl-ioperm-exact",
+         "user outl %eax,(%dx) DX=0xCFC with ioperm(0xCFC, 4, 1): bits 0xCFC..0xCFF clear, "
+         "0xD00 set: emulated (vc_ioio_check's loop ends at port + size)",
+         [insn("ef", 0x7B, rdx=0xCFC, rax=0x80000000)], mode="user", pages=USER_PAGES, ioperm=[0xCFC, 4]),
+    case("sev_es/ioio/user-inw-ioperm-half",
+         "user inw $0x70 with ioperm(0x70, 1, 1): port 0x71 (the word's second byte) is not "
+         "permitted: #GP(0), no VMGEXIT (vc_ioio_check tests every byte of the access)",
+         [insn("66e570", 0x7B)], mode="user", pages=USER_PAGES, ioperm=[0x70, 1]),
+    case("sev_es/ioio/user-rep-insw-ioperm-below",
+         "user rep insw DX=0x1F0 with ioperm(0x1F1, 4, 1): port 0x1F0 itself is denied: #GP(0) "
+         "before any VMGEXIT, RDI/RCX unchanged (vc_ioio_check from vc_ioio_exitinfo)",
+         [insn("66f36d", 0x7B, rdx=0x1F0, rcx=2, rdi=0x7F0000000000)], mode="user", pages=USER_PAGES,
+         ioperm=[0x1F1, 4]),
     case("sev_es/ioio/rep-outsb",
          "rep outsb DX=0x3F8 RCX=5: info1 0x03F80E1C, info2 5, scratch GHCB+0x800, buffer = 5 "
          "bytes at RSI, RSI+=5, RCX=0, RIP+2 (vc_handle_ioio, vc_insn_string_read)",

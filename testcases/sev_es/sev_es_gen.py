@@ -90,7 +90,15 @@ def scripts(min_actions: int = 1, max_actions: int = 12):
                         "xcr0": draw(st.sampled_from([7, 3, 1, 0xE7])),
                         "pages": PAGES + ([USER_PAGE] if user else [])}
         if user:
-            script["ioperm"] = draw(st.booleans())
+            # no I/O bitmap, every port, or ioperm(first, count, 1) around a drawn port
+            # (vc_ioio_check tests bits port..port+size-1; 0xffff: an access crossing it)
+            perm = draw(st.integers(0, 3))
+            if perm < 2:
+                script["ioperm"] = bool(perm)
+            else:
+                first = min(max(draw(st.sampled_from(PORTS)) + draw(st.sampled_from([-1, 0, 0, 1])), 0), 0xFFFF)
+                count = min(draw(st.sampled_from([1, 2, 3, 4])), 0x10000 - first)
+                script["ioperm"] = [first, count]
         if draw(st.integers(0, 5)) == 0:
             script["kvm"] = 0                              # no x86_platform.hyper hcall hooks
         hv: dict = {"cpuid": [], "ports": {}, "msrs": {}, "mmio": [], "pmc": {}}

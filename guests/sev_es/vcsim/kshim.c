@@ -29,7 +29,15 @@ struct x86_platform_ops x86_platform;
 
 /* current: one task whose I/O bitmap vcsim decides */
 static struct task_struct vcsim_task;
-static struct io_bitmap vcsim_iobm;     /* all zero: every port permitted */
+/* ksys_ioperm(first, count, 1)'s bitmap: all ones, then the range cleared.
+ * `beyond` follows bitmap[] directly: vc_ioio_check() tests bits up to
+ * port + size - 1, past bit 65535 for an access crossing port 0xffff, which
+ * in the kernel reads memory after the kmalloc'ed struct io_bitmap; here
+ * that word is all ones (denied), as the CPU's TSS bitmap ends in 0xff. */
+static struct {
+	struct io_bitmap iobm;
+	unsigned long beyond;
+} vcsim_io;
 DEFINE_PER_CPU(struct task_struct *, current_task) = &vcsim_task;
 
 /* kvm.c's x86_hyper_kvm.runtime (cut out of the tree's kvm.c by the builder) */
@@ -39,7 +47,18 @@ void kshim_reset(void)
 {
 	static const struct x86_hyper_runtime none;
 
-	vcsim_task.thread.io_bitmap = vcsim_user_ioperm() ? &vcsim_iobm : NULL;
+	unsigned long first, count, i;
+
+	static_assert(offsetof(typeof(vcsim_io), beyond) ==
+		      offsetof(struct io_bitmap, bitmap) + sizeof(vcsim_io.iobm.bitmap));
+	vcsim_task.thread.io_bitmap = NULL;
+	if (vcsim_user_ioperm(&first, &count)) {
+		memset(vcsim_io.iobm.bitmap, 0xff, sizeof(vcsim_io.iobm.bitmap));
+		for (i = first; i < first + count && i < IO_BITMAP_BITS; i++)
+			__clear_bit(i, vcsim_io.iobm.bitmap);
+		vcsim_io.beyond = ~0UL;
+		vcsim_task.thread.io_bitmap = &vcsim_io.iobm;
+	}
 	/* init_hypervisor_platform(): the detected hypervisor's runtime hooks */
 	x86_platform.hyper = vcsim_guest_on_kvm() ? vcsim_kvm_runtime : none;
 }

@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "util.h"
@@ -70,6 +71,7 @@ static const char *const reg_names[16] = {
 static struct {
 	long index;
 	bool user, ioperm, kvm;
+	uint64_t ioperm_first, ioperm_count;    /* ioperm(first, count, 1) (ioperm) */
 	uint64_t osxsave, xcr0, rip, regs[16], rflags, fs_base, gs_base;
 	int npages; struct page pages[MAX_PAGES];
 	int nactions; struct action actions[MAX_ACTIONS];
@@ -332,8 +334,10 @@ void *vcsim_alloc(unsigned long size, unsigned long align)
 	return p;
 }
 
-int vcsim_user_ioperm(void)
+int vcsim_user_ioperm(unsigned long *first, unsigned long *count)
 {
+	*first = S.ioperm_first;
+	*count = S.ioperm_count;
 	return S.ioperm;
 }
 
@@ -710,7 +714,23 @@ static void parse_S(char **tok, int ntok)
 		} else if (!strcmp(tok[i], "rflags")) {
 			S.rflags = num(eq, "rflags");
 		} else if (!strcmp(tok[i], "ioperm")) {
-			S.ioperm = num(eq, "ioperm");
+			/* first,count: the task called ioperm(first, count, 1) once;
+			 * a single number: 0 no I/O bitmap, else every port permitted */
+			uint64_t v[2];
+			int n = split_nums(eq, v, 2, "ioperm");
+
+			if (n == 1) {
+				S.ioperm = v[0] != 0;
+				S.ioperm_first = 0;
+				S.ioperm_count = 0x10000;
+			} else {
+				/* ksys_ioperm(): -EINVAL unless 0 < count, first + count <= 65536 */
+				if (!v[1] || v[0] + v[1] > 0x10000)
+					die("vcsim: S: ioperm=first,count out of range");
+				S.ioperm = true;
+				S.ioperm_first = v[0];
+				S.ioperm_count = v[1];
+			}
 		} else if (!strcmp(tok[i], "kvm")) {
 			S.kvm = num(eq, "kvm");
 		} else if (!strcmp(tok[i], "fs_base")) {
@@ -896,12 +916,40 @@ static void parse_A(char **tok, int ntok)
 		die("vcsim: A op=%s without bytes", a->op);
 }
 
+/* A crash signal (the kernel's code dereferencing a bad pointer, BUG_ON's
+ * ud2 outside the trigger, abort): say where, then die of it as before so
+ * that the harness sees the signal (HarnessSide: FAIL, with this line and the
+ * last trace lines, which line buffering has already written). */
+static void crash_note(int sig)
+{
+	char buf[160];
+	int n = snprintf(buf, sizeof(buf), "vcsim: signal %d in script %ld step %ld%s\n", sig,
+			 S.index, step, in_trigger ? " (in the kernel's #VC code)" : "");
+
+	if (n > 0 && write(2, buf, n) < 0)
+		return;
+}
+
+static void catch_crashes(void)
+{
+	static char altstack[1 << 16];
+	static const int sigs[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS };
+	stack_t ss = { .ss_sp = altstack, .ss_size = sizeof(altstack) };
+	struct sigaction sa = { .sa_handler = crash_note, .sa_flags = SA_RESETHAND | SA_ONSTACK };
+
+	sigaltstack(&ss, NULL);
+	for (unsigned i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
 int main(void)
 {
 	char *line = NULL, *tok[64];
 	size_t cap = 0;
 	bool open = false;
 
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	catch_crashes();
 	json_max = 1 << 22;
 	free_script();
 	while (getline(&line, &cap, stdin) > 0) {

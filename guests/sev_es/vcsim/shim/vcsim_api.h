@@ -103,7 +103,8 @@ void vcsim_panic(const char *msg) __attribute__((noreturn));
 void vcsim_vlog(const char *fmt, __builtin_va_list ap);
 void vcsim_warn(const char *file, int line);
 void *vcsim_alloc(unsigned long size, unsigned long align);
-int vcsim_user_ioperm(void);             /* the task has an I/O bitmap allowing every port */
+int vcsim_user_ioperm(unsigned long *first, unsigned long *count);  /* the task has an I/O bitmap
+                                         * permitting [first, first + count) */
 int vcsim_guest_on_kvm(void);            /* x86_platform.hyper = x86_hyper_kvm.runtime */
 
 #endif
