@@ -481,3 +481,36 @@ def test_missing_kernel_file_names_it(tmp_path):
     (tmp_path / "arch/x86/kernel").mkdir(parents=True)
     with pytest.raises(HarnessError, match="arch/x86/kernel/sev.c"):
         sev_es_build.build_vcsim(tmp_path)
+
+
+def test_crash_in_the_kernel_code_is_fail(tree, tmp_path):
+    """The mutant of the seed-1 campaign that made vcsim segfault (__sev_get_ghcb() without
+    `state->ghcb = &data->backup_ghcb`: the nested #VC of outsb from MMIO writes through a
+    NULL state->ghcb): FAIL with the signal and vcsim's crash note, not ERROR."""
+    from types import SimpleNamespace
+
+    from harness import features
+    from harness.driver import Suite
+    from harness.errors import KernelFailure
+    from harness.payloads import sev_es as codec
+    from harness.targets.host import HarnessSide
+
+    sev = (tree / "arch/x86/kernel/sev.c").read_text()
+    old = "\t\tstate->ghcb = &data->backup_ghcb;\n"
+    assert sev.count(old) == 1
+    view = _view(tree, tmp_path / "view", {"arch/x86/kernel/sev.c": sev.replace(old, "\t\t;\n")})
+    folder = tmp_path / "payloads"
+    folder.mkdir()
+    (folder / "sev_es").symlink_to(sev_es_build.build_vcsim(view).path)
+    suite = Suite(features.get("sev_es"), HarnessSide(str(folder), tmp_path), "6.1",
+                  SimpleNamespace(version="6.1.0-57-amd64", config=lambda: None))
+    outsb = {"pages": [{"va": MMIO_VA, "pa": MMIO_PA, "len": 4096, "kind": "mmio"}],
+             "actions": [{"op": "insn", "bytes": "6e", "exit": 0x7B,
+                          "regs": {"rdx": 0xE0, "rsi": MMIO_VA}}]}
+    ok = {"actions": [{"op": "insn", "bytes": "0f09", "exit": 0x89}]}
+    with pytest.raises(KernelFailure) as got:
+        suite.run([codec.normalise(ok), codec.normalise(outsb)])
+    text = str(got.value)
+    assert "SIGSEGV" in text
+    assert "vcsim: signal 11 in script 1 step 0 (in the kernel's #VC code)" in text
+    assert '"op": "done"' in text or '"op":"done"' in text     # script 0's trace came out
