@@ -79,21 +79,57 @@ void bridge_early_cpuid(struct vcsim_regs *r, unsigned long exit_code)
 }
 
 /*
- * One #VC: the body of vc_raw_handle_exception() (sev.c), whose result
- * handling is kept as the kernel has it; only the es_result is returned as
- * well, so that vcsim can report it.  The caller (vcsim.c) does what
+ * What the kernel's vc_raw_handle_exception() says about its es_result: it
+ * returns only true/false, so the rest is read from what it does.  false:
+ * the pr_err_ratelimited() of its ES_UNSUPPORTED / ES_VMM_ERROR /
+ * ES_DECODE_FAILED arm names which (kshim's printk hands every message here);
+ * true with an exception forwarded at this nesting level (vc_forward_exception
+ * reached kshim's exc_* entry points): ES_EXCEPTION; true with RIP moved
+ * (vc_finish_insn: ip += insn.length, never 0 after a decode): ES_OK; true
+ * with RIP where it was: ES_RETRY (and what a handler that loses its
+ * exception or its RIP advance looks like to the CPU: the #VC again).
+ */
+#define BRIDGE_MAX_DEPTH 4
+static int depth;                                /* nested #VC level */
+static unsigned long forwarded[BRIDGE_MAX_DEPTH];
+static int failure[BRIDGE_MAX_DEPTH];
+
+static const struct { const char *text; int result; } failure_messages[] = {
+	{ "Unsupported exit-code", ES_UNSUPPORTED },
+	{ "Failure in communication with VMM", ES_VMM_ERROR },
+	{ "Failed to decode instruction", ES_DECODE_FAILED },
+};
+
+void bridge_printk(const char *fmt)
+{
+	int i;
+
+	if (!depth)
+		return;
+	for (i = 0; i < ARRAY_SIZE(failure_messages); i++)
+		if (strstr(fmt, failure_messages[i].text))
+			failure[depth - 1] = failure_messages[i].result;
+}
+
+void bridge_forwarded(void)
+{
+	if (depth)
+		forwarded[depth - 1]++;
+}
+
+/*
+ * One #VC: exc_vmm_communication()'s #DB check (vc_is_db: exc_debug() before
+ * the GHCB is taken), then the kernel's own vc_raw_handle_exception(), with
+ * the es_result read as above.  The caller (vcsim.c) does what
  * exc_vmm_communication() does with a false return: in kernel mode
  * show_regs() and sev_es_terminate(SEV_TERM_SET_GEN, GHCB_SEV_ES_GEN_REQ)
  * (bridge_terminate), in user mode force_sig_fault(SIGBUS, BUS_OBJERR).
- * #DB (vc_is_db) is handed to exc_debug() before the GHCB is taken.
  */
 int bridge_handle_vc(struct vcsim_regs *r, unsigned long exit_code)
 {
 	struct pt_regs regs = vcsim_to_pt(r);
-	struct ghcb_state state;
-	struct es_em_ctxt ctxt;
-	enum es_result result;
-	struct ghcb *ghcb;
+	int level = depth, result;
+	bool ok;
 
 	regs.orig_ax = exit_code;
 	if (vc_is_db(exit_code)) {
@@ -101,45 +137,24 @@ int bridge_handle_vc(struct vcsim_regs *r, unsigned long exit_code)
 		vcsim_from_pt(r, &regs);
 		return ES_OK;
 	}
+	if (level == BRIDGE_MAX_DEPTH)
+		panic("vcsim: #VC nested too deep");
+	forwarded[level] = 0;
+	failure[level] = -1;
+	depth++;
+	ok = vc_raw_handle_exception(&regs, exit_code);
+	depth--;
 
-	ghcb = __sev_get_ghcb(&state);
-
-	vc_ghcb_invalidate(ghcb);
-	result = vc_init_em_ctxt(&ctxt, &regs, exit_code);
-
-	if (result == ES_OK)
-		result = vc_handle_exitcode(&ctxt, ghcb, exit_code);
-
-	__sev_put_ghcb(&state);
-
-	/* Done - now check the result */
-	switch (result) {
-	case ES_OK:
-		vc_finish_insn(&ctxt);
-		break;
-	case ES_UNSUPPORTED:
-		pr_err_ratelimited("Unsupported exit-code 0x%02lx in #VC exception (IP: 0x%lx)\n",
-				   exit_code, regs.ip);
-		break;
-	case ES_VMM_ERROR:
-		pr_err_ratelimited("Failure in communication with VMM (exit-code 0x%02lx IP: 0x%lx)\n",
-				   exit_code, regs.ip);
-		break;
-	case ES_DECODE_FAILED:
-		pr_err_ratelimited("Failed to decode instruction (exit-code 0x%02lx IP: 0x%lx)\n",
-				   exit_code, regs.ip);
-		break;
-	case ES_EXCEPTION:
-		vc_forward_exception(&ctxt);
-		break;
-	case ES_RETRY:
-		/* Nothing to do */
-		break;
-	default:
-		pr_emerg("Unknown result in %s():%d\n", __func__, result);
-		BUG();
-	}
-
+	if (!ok)
+		result = failure[level];
+	else if (forwarded[level])
+		result = ES_EXCEPTION;
+	else if (regs.ip != r->ip)
+		result = ES_OK;
+	else
+		result = ES_RETRY;
+	if (result < 0)
+		panic("vcsim: vc_raw_handle_exception() returned false without naming an es_result");
 	vcsim_from_pt(r, &regs);
 	return result;
 }

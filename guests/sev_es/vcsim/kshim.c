@@ -163,8 +163,11 @@ int ___ratelimit(struct ratelimit_state *rs, const char *func)
 	return 1;
 }
 
+void bridge_printk(const char *fmt);
+
 static void vlog(const char *fmt, va_list ap)
 {
+	bridge_printk(fmt);
 	if (fmt[0] == KERN_SOH_ASCII && fmt[1])
 		fmt += 2;
 	vcsim_vlog(fmt, ap);

@@ -22,9 +22,9 @@
  * ud2 and hlt into a return to the trigger loop), kshim.c (page walk over
  * the script's pages, copy_from_kernel_nofault, the exception entry points
  * vc_forward_exception calls, printk, current with its I/O bitmap, a GDT),
- * bridge.c (the plain-C entry points, the result handling of
- * vc_raw_handle_exception mirrored line by line so the es_result can be
- * reported), hv.c (the model KVM answering VMGEXIT from the script's H
+ * bridge.c (the plain-C entry points; a #VC is the kernel's own
+ * vc_raw_handle_exception(), its es_result read from its message, the
+ * exception it forwards and the RIP it leaves), hv.c (the model KVM answering VMGEXIT from the script's H
  * tables) and this file: the op-script reader, the simulated memory (an
  * access by the kernel's vc_read_mem/vc_write_mem to an MMIO page is a
  * nested #VC: a synthetic mov handled by the same kernel handler) and the
@@ -297,6 +297,7 @@ unsigned long long vcsim_xgetbv(unsigned int idx)
 
 void vcsim_exception(int vector, unsigned long error_code)
 {
+	bridge_forwarded();
 	exc.set = true;
 	exc.vector = vector;
 	exc.error_code = error_code;

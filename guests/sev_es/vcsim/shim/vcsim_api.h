@@ -30,7 +30,9 @@ enum vcsim_result {
 void bridge_reset(void);                 /* fresh per-CPU runtime data (alloc_runtime_data + init_ghcb) */
 int bridge_negotiate(void);              /* sev_es_negotiate_protocol(); 0 = false */
 void bridge_negotiate_or_terminate(void);/* as setup_ghcb(): terminate when negotiation fails */
-int bridge_handle_vc(struct vcsim_regs *r, unsigned long exit_code);  /* one #VC, vc_raw_handle_exception's flow */
+int bridge_handle_vc(struct vcsim_regs *r, unsigned long exit_code);  /* one #VC: the kernel's
+					  * vc_raw_handle_exception(); returns its es_result */
+void bridge_forwarded(void);             /* an exception entry point was called (vc_forward_exception) */
 void bridge_early_cpuid(struct vcsim_regs *r, unsigned long exit_code); /* do_vc_no_ghcb() */
 void bridge_terminate(unsigned int set, unsigned int reason);         /* sev_es_terminate() */
 unsigned long bridge_dr7(void);
