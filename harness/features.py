@@ -133,6 +133,10 @@ class Feature:
     runs_on: str = "target"
     builder: str | None = None
     user_space_files: tuple[str, ...] = ()
+    # Case-id prefixes of a harness-side row's cases that still run in the target
+    # guest (in a machine with `machine`): a run selecting one boots the kernel under
+    # test; `kvmconf run --user-space-only` leaves them out.
+    guest_cases: tuple[str, ...] = ()
     origin: Path = REPO                          # folder relative names are resolved from
 
     # -- the feature's own modules -------------------------------------------
@@ -278,8 +282,9 @@ ROWS = (
         name="sev_es", title="SEV-ES guest #VC handling and the GHCB protocol",
         # The kernel under test's own #VC code (sev.c with sev-shared.c, the instruction
         # decoder) compiled into vcsim, a user-space program, against a shim whose
-        # hypervisor answers as the model's KVM (docs/sev-es-suite.md): no machine.
-        machine=frozenset(), modules=(), config=None,
+        # hypervisor answers as the model's KVM (docs/sev-es-suite.md). Only the
+        # baseline cases boot a guest: the triggers run natively on pc-testdev.
+        machine=frozenset({"testdev"}), modules=(), config=None, guest_cases=("sev_es/baseline/",),
         kernel_files=_SEV_ES_FILES, user_space_files=_SEV_ES_FILES,
         model="harness.reference.sev_es", codec="harness.payloads.sev_es",
         cases="testcases/sev_es/sev_es_cases.py", strategy="testcases/sev_es/sev_es_gen.py",

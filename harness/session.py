@@ -33,6 +33,7 @@ class RunOptions:
     reproduce: str = "kvmconf run"
     payload_names: list[str] = field(default_factory=list)
     target: TargetSpec = TargetSpec("qemu")
+    user_space_only: bool = False  # --user-space-only: the rows' guest_cases are left out
 
 
 class RunContext:

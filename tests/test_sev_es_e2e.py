@@ -1,6 +1,8 @@
 """End to end: the sev_es suite on the kernel under test's own #VC code (vcsim built from
-its source), for Debian's 6.1 kernel (its linux-source of the same version) and for
-linux-source-6.1 given as --source (a run that compiles only that code builds no kernel)."""
+its source), for Debian's 6.1 kernel (its linux-source of the same version; with the
+baseline triggers run natively in a guest booting that kernel, the kvmconf_vc module
+built against its linux-headers) and for linux-source-6.1 given as --source with
+--user-space-only (a run that compiles only that code builds and boots no kernel)."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +14,7 @@ from tests.conftest import kvmconf, load_run
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("kernel", [[], ["--source", "/usr/src/linux-source-6.1.tar.xz"]],
+@pytest.mark.parametrize("kernel", [[], ["--source", "/usr/src/linux-source-6.1.tar.xz", "--user-space-only"]],
                          ids=["debian-kernel", "linux-source"])
 def test_sev_es_suite_on_the_kernels_own_vc_code(tmp_path, kernel, debian_kernel):
     out = tmp_path / "run"
@@ -37,5 +39,11 @@ def test_sev_es_suite_on_the_kernels_own_vc_code(tmp_path, kernel, debian_kernel
     compiled = record["compiled_kernel_files"]["sev_es"]
     assert set(get("sev_es").kernel_files) <= set(compiled) and all(len(v) == 64 for v in compiled.values())
     assert record["profile_verdict"] == {"sev_es": "6.1"}
+    baseline = [c for c in cases if c["id"].startswith("sev_es/baseline/")]
+    if not kernel:     # every trigger natively: user mode, and the module's at CPL0
+        assert len(baseline) >= 40 and all(c["status"] == "PASS" for c in baseline), \
+            [(c["id"], c["status"], c["reason"]) for c in baseline if c["status"] != "PASS"]
+    else:
+        assert baseline == []
     if kernel:     # nothing but the #VC code runs: no kernel build, no guest
         assert record["kernel"]["kind"] == "source" and record["timing"]["boot_to_ready_s"] is None

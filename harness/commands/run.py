@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fnmatch
 import os
 import random
 import shlex
@@ -30,6 +31,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", help="comma list of registered features (kvmconf list; default: all)")
     p.add_argument("--suite", action="append", default=[], help="smoke or a feature; repeatable")
     p.add_argument("--case", action="append", default=[], help="case id or glob; repeatable")
+    p.add_argument("--user-space-only", action="store_true",
+                   help="only features whose payload is built from the kernel's source, without the "
+                        "cases of theirs that run in a guest: no kernel is built or booted")
     p.add_argument("--profile", action="append", default=[], help="model profile FEATURE=NAME")
     p.add_argument("--output", help="run folder (default: results/<run-id>)")
     p.add_argument("--seed", type=int, help="seed of the random op-scripts (default: random)")
@@ -109,6 +113,12 @@ def cmd_run(args) -> int:
     if args.case:
         wanted = {c.split("/", 1)[0] for c in args.case if c.split("/", 1)[0] in all_features}
     with_smoke = any(c.startswith("smoke/") for c in args.case) if args.case else "smoke" in suites
+    if args.user_space_only:
+        needing = sorted(f for f in wanted if registry.get(f).runs_on != "harness")
+        if with_smoke or needing:
+            raise UsageError(f"--user-space-only: {(['smoke'] + needing)[0] if with_smoke else needing[0]} "
+                             f"runs in a guest; name only features built from the kernel's source "
+                             f"(--features/--suite)")
     machine_profile = profile_for(wanted | ({"smoke"} if with_smoke else set()))
     accel, accel_reason = choose_accel(args.accel)
     # the payloads that go to the target (a harness-side row builds its own from the source)
@@ -127,7 +137,8 @@ def cmd_run(args) -> int:
         # a run whose features all compile the kernel's code into user-space programs
         # (and no smoke) boots nothing: a --source/--patch kernel is not built
         source_only = bool(wanted) and not with_smoke and all(
-            registry.get(f).runs_on == "harness" for f in wanted)
+            registry.get(f).runs_on == "harness" for f in wanted) and (
+            args.user_space_only or not _selects_guest_cases(args.case, [registry.get(f) for f in wanted]))
         kernel = resolve_kernel(args, source_only)
     try:
         return _run(args, RunPlan(target, features, suites, profiles, run_id, output, seed, machine_profile,
@@ -151,6 +162,15 @@ class RunPlan:
     accel_reason: str
     payload_names: list[str]
     started: float
+
+
+def _selects_guest_cases(patterns: list[str], rows) -> bool:
+    """Whether the run selects a case that a harness-side row runs in a guest."""
+    prefixes = [p for row in rows for p in row.guest_cases]
+    if not patterns:
+        return bool(prefixes)
+    return any(fnmatch.fnmatchcase(prefix, pattern) or pattern.startswith(prefix)
+               or fnmatch.fnmatchcase(prefix + "x", pattern) for pattern in patterns for prefix in prefixes)
 
 
 def _run(args, plan: RunPlan, kernel, live, progress) -> int:
@@ -200,7 +220,7 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
                          accel_reason=accel_reason, machine_profile=machine_profile,
                          boot_timeout=args.boot_timeout, append=shlex.split(args.append),
                          reproduce=reproduce_line(args) + f" --seed {seed}", payload_names=plan.payload_names,
-                         target=target)
+                         target=target, user_space_only=args.user_space_only)
     ctx = RunContext(options, kernel, record, progress, live)
     plugin = KvmconfPlugin(ctx, record, suites, args.case, progress)
     err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), target {target.where}"

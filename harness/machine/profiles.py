@@ -1,7 +1,9 @@
 """Machine profiles: the QEMU machines the features run in (design section 2).
 
 A machine offers capabilities ("nested": the guest runs KVM itself; "vfio":
-intel-iommu and edu devices bound to vfio-pci); each registry row says which
+intel-iommu and edu devices bound to vfio-pci; "testdev": QEMU's pc-testdev, ports
+0xe0-0xe3 looping back and iomem at 0xff000000, on every machine, as kvm-unit-tests
+uses it); each registry row says which
 it needs (harness/features.py). A machine loads the modules of every feature
 it can host, so one boot serves every feature it covers.
 """
@@ -24,7 +26,8 @@ class Profile:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({"nested"} if self.nested else set()) | frozenset({"vfio"} if self.vfio else set())
+        return (frozenset({"testdev"}) | frozenset({"nested"} if self.nested else set())
+                | frozenset({"vfio"} if self.vfio else set()))
 
     @property
     def module_groups(self) -> dict[str, tuple[str, ...]]:
@@ -44,7 +47,7 @@ class Profile:
         # intel-iommu must come before the PCI devices it translates for.
         devices = ["intel-iommu,caching-mode=on"] if self.vfio else []
         devices += ["edu"] * (self.edu_devices if self.vfio else 0)
-        return devices
+        return devices + ["pc-testdev"]
 
     def kernel_args(self) -> list[str]:
         return ["intel_iommu=on"] if self.vfio else []

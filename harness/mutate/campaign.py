@@ -165,6 +165,10 @@ def run_argv(source: Path, patch: Path | None, feature: str, out: Path, seed: in
     argv = [sys.executable, "-m", "harness.cli", "run", "--source", str(source)]
     if patch is not None:
         argv += ["--patch", str(patch)]
+    if features.get(feature).runs_on == "harness":
+        # its mutants change only what the harness-side program compiles: its guest
+        # cases (which run no code of those files) would only repeat the base's
+        argv += ["--user-space-only"]
     return argv + ["--features", feature, "--suite", feature, "--output", str(out), "--seed", str(seed),
                    "--label", label, "--history", str(history)]
 

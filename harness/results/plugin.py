@@ -55,6 +55,9 @@ class KvmconfPlugin:
                                            "(qemu, local, ssh; default: all)")
 
     def _selected(self, cid: str) -> bool:
+        if self.ctx.options.user_space_only and any(
+                cid.startswith(p) for row in features.rows() for p in row.guest_cases):
+            return False
         if self.cases:
             return any(fnmatch.fnmatchcase(cid, pattern) for pattern in self.cases)
         return cid.split("/", 1)[0] in self.suites
