@@ -224,7 +224,9 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
     ctx = RunContext(options, kernel, record, progress, live)
     plugin = KvmconfPlugin(ctx, record, suites, args.case, progress)
     err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), target {target.where}"
-              + (f", machine {machine_profile.name}, accel {accel} ({accel_reason})" if live is None else "")
+              + (", no machine (only the kernel's own code compiled into user-space programs)"
+                 if kernel.kind == "source" else
+                 f", machine {machine_profile.name}, accel {accel} ({accel_reason})" if live is None else "")
               + f", seed {seed}")
     pytest_args = [str(TESTCASES), "-p", "no:cacheprovider", "-q", "--no-header", "-rN",
                    "--tb=short", f"--junitxml={output / 'junit.xml'}",
