@@ -31,7 +31,7 @@ class Setup:
     """The trigger program and the module in one guest (redone for a replacement guest)."""
 
     def __init__(self, guest, kernel):
-        self.guest = guest
+        self.guest, self.config = guest, kernel.config() or {}
         program = payload_build.build("sev_es_baseline", FOLDER).path
         self.program = f"{guest.scratch}/kvmconf-vc-trigger"
         guest.remote.upload(str(program), self.program, mode=0o700)
@@ -66,11 +66,14 @@ class Setup:
             return f"{self.module_missing}: the kernel-mode triggers need the kvmconf_vc module"
         if case["mode"] == "kernel" and not lay.module:
             return f"/dev/kvmconf_vc missing after the module's load ({where})"
-        if any(t["exit"] == "ioio" for t in case["triggers"]) and not lay.ports:
-            return f"ioperm() refused ports 0xe0-0xef (CONFIG_X86_IOPL_IOPERM off?) ({where})"
+        if case["mode"] == "user" and any(t["exit"] == "ioio" for t in case["triggers"]) and not lay.ports:
+            return f"ioperm() refused ports 0xe0-0xef{self._option('CONFIG_X86_IOPL_IOPERM')} ({where})"
         if any(t["exit"] == "npf" for t in case["triggers"]) and not lay.iomem:
-            return f"/dev/mem cannot map pc-testdev's iomem at 0xff000000 (CONFIG_DEVMEM?) ({where})"
+            return f"/dev/mem cannot map pc-testdev's iomem at 0xff000000{self._option('CONFIG_DEVMEM')} ({where})"
         return None
+
+    def _option(self, name: str) -> str:
+        return f": {name} is not set in the kernel's config" if self.config.get(name) != "y" and self.config else ""
 
     def run(self, index: int, case: dict) -> list[dict]:
         text = "\n".join(baseline.lines(index, case, self.layout)) + "\n"
