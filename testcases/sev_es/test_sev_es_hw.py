@@ -31,7 +31,7 @@ def test_hardware_exchange(cid):
         pytest.skip(f"{reason}; {cid} boots the kernel under test as an SEV-ES guest on this host")
     # The host has SEV-ES. The pieces exist (sev_es_hw: the SEV-ES QEMU command line, the
     # trace session, the parser, the window between marks, the comparison; the baseline
-    # trigger program brackets its triggers with the marks' OUTs to 0xe0), but booting
+    # trigger program's O lines can write the marks' OUTs to 0xe0), but booting
     # the kvmconf image under sev_es_hw.qemu_command and driving it is not built: an
     # honest ERROR on such a host, never a PASS or a SKIP.
     raise HarnessError(f"{cid}: this host has SEV-ES, but kvmconf does not yet boot its image as an SEV-ES "
