@@ -210,6 +210,12 @@ CASES = [
     case("sev_es/ioio/a32-string",
          "67 f3 6e: addr_bytes 4 gives A32 (bit 8) in info1 (vc_ioio_exitinfo)",
          [insn("67f36e", 0x7B, rdx=0xE0, rcx=1, rsi=RAM_VA)]),
+    case("sev_es/ioio/rep-insw-four-prefixes-repeated",
+         "66 f3 67 2e 66 6d: four distinct prefixes, the first repeated last: insn_get_prefixes() "
+         "swaps it into bytes[3] and bytes[3]'s old 2e into its slot (2e f3 67 66), so "
+         "for_each_insn_prefix() still sees F3: REP (bit 3), SZ16, A32, two words (insn.c "
+         "\"Swap the last prefix\"; insn_has_rep_prefix)",
+         [insn("66f3672e666d", 0x7B, rdx=0xE0, rcx=2, rdi=RAM_VA)], hv={"ports": {"0xe0": "a1b2c3d4"}}),
     case("sev_es/ioio/not-io-opcode",
          "exit 0x7B on a non-I/O instruction: vc_ioio_exitinfo() ES_DECODE_FAILED, terminate",
          [insn("90", 0x7B)]),
@@ -346,6 +352,14 @@ CASES = [
          "insn_get_addr_ref (get_eff_addr_sib/get_eff_addr_modrm; FS base 0 here)",
          [insn("8b448b10", 0x400, rbx=MMIO_VA, rcx=2), insn("648b07", 0x400, rdi=MMIO_VA),
           insn("8b0500000000", 0x400)]),
+    case("sev_es/mmio/fs-gs-base",
+         "64 8b 07 and 65 8b 47 08 with FS base = the first MMIO page, GS base = the second: "
+         "resolve_seg_reg() keeps an FS/GS override in long mode and insn_get_seg_base() adds "
+         "MSR_FS_BASE / MSR_GS_BASE (vc_handle_mmio via insn_get_addr_ref; info1 = the PA of "
+         "base + RDI (+8)); the decoder differential's ea shows the same sum",
+         [insn("648b07", 0x400, rdi=0x8), insn("658b4708", 0x400, rdi=0x10),
+          {"op": "decode", "bytes": "648b07"}, {"op": "decode", "bytes": "65488b4708"}],
+         fs_base=MMIO_VA, gs_base=MMIO_VA + 0x1000, regs={"rdi": 0x8}),
     case("sev_es/mmio/three-prefixes-fs",
          "66 f3 64 8b 07: the last of three distinct prefixes is duplicated into "
          "prefixes.bytes[3] (insn_get_prefixes), the FS override counts twice: "

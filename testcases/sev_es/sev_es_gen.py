@@ -307,6 +307,11 @@ def scripts(min_actions: int = 1, max_actions: int = 12):
                 a = {"op": "decode", "bytes": decode_bytes(draw)}
             actions.append(a)
         script["actions"] = actions
+        # drawn last (the draws above stay those of earlier versions for a seed): FS/GS bases
+        # that move an fs:/gs: operand by a page or a few bytes (insn_get_seg_base)
+        base = draw(st.integers(0, 11))          # one draw: fs_base, gs_base or neither
+        if base < 6:
+            script["fs_base" if base < 3 else "gs_base"] = (0x1000, 0x10, (1 << 64) - 0x1000)[base % 3]
         return normalise(script)
 
     return build()
@@ -319,8 +324,10 @@ DECODE_OPCODES = ("88", "89", "8a", "8b", "c6", "c7", "a4", "a5", "0fb6", "0fb7"
 def decode_bytes(draw) -> str:
     """An encoding for the decoder differential: prefixes, REX, an MMIO (or other) opcode,
     a random ModRM with its SIB/displacement, the immediate; now and then truncated."""
-    pre = b"".join(bytes([p]) for p in draw(st.lists(st.sampled_from(
-        [0x66, 0x67, 0xF3, 0xF2, 0x2E, 0x3E, 0x26, 0x64, 0x65, 0xF0]), max_size=3)))
+    drawn = draw(st.lists(st.sampled_from([0x66, 0x67, 0xF3, 0xF2, 0x2E, 0x3E, 0x26, 0x64, 0x65, 0xF0]),
+                          max_size=5))
+    # up to 4 distinct (a fifth would be the opcode) and a repeat: insn_get_prefixes()'s swap
+    pre = bytes(p for i, p in enumerate(drawn) if len(set(drawn[:i + 1])) <= 4)
     r = bytes([0x40 | draw(st.integers(0, 15))]) if draw(st.booleans()) else b""
     op = bytes.fromhex(draw(st.sampled_from(DECODE_OPCODES)))
     code = pre + r + op
@@ -334,10 +341,12 @@ def decode_bytes(draw) -> str:
         if mod != 3 and rm == 4:                       # insn_get_sib(): addr_bytes is never 2
             code += bytes([draw(st.integers(0, 255))])
         full = model.insn_decode(code + bytes(15))
-        code += draw(st.binary(min_size=full.length - len(code), max_size=full.length - len(code)))
+        rest = max(full.length - len(code), 0)        # 0: too long for MAX_INSN_SIZE (refused)
+        code += draw(st.binary(min_size=rest, max_size=rest))
     else:
         full = model.insn_decode(code + bytes(15))
-        code += draw(st.binary(min_size=full.length - len(code), max_size=full.length - len(code)))
+        rest = max(full.length - len(code), 0)
+        code += draw(st.binary(min_size=rest, max_size=rest))
     if draw(st.integers(0, 9)) == 0 and len(code) > 1:
         code = code[:draw(st.integers(1, len(code) - 1))]
     return code[:model.MAX_INSN_SIZE].hex()
