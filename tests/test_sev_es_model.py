@@ -315,8 +315,14 @@ def test_decode_mmio():
     assert model.decode_mmio(bytes.fromhex("8b"), regs) == {"ok": False, "len": 0, "mmio": "decode_failed",
                                                             "bytes": 0, "reg": None, "ea": None}
     assert model.decode_mmio(bytes.fromhex("63c7"), regs)["mmio"] == "decode_failed"
+    # VEX/EVEX: the few forms the model's AVX table has (checked against vcsim), else ModelError
+    assert model.decode_mmio(bytes.fromhex("c5f877"), regs) == {"ok": True, "len": 3, "mmio": "decode_failed",
+                                                              "bytes": 0, "reg": None, "ea": None}
+    assert model.decode_mmio(bytes.fromhex("62f17d486fc1"), regs)["len"] == 6
+    assert model.decode_mmio(bytes.fromhex("c4e1786fc1"), regs)["ok"] is False
+    assert model.decode_mmio(bytes.fromhex("c4e1"), regs)["ok"] is False
     with pytest.raises(model.ModelError):
-        model.decode_mmio(bytes.fromhex("c5f877"), regs)
+        model.decode_mmio(bytes.fromhex("c5f858c1"), regs)      # vaddps: not in the table
 
 
 def test_decoder_lengths_match_capstone():

@@ -73,6 +73,12 @@ CASES = [
          "a #VC with exit code 0x72 on a NOP is emulated as CPUID, RIP+1: 6.1 has no "
          "vc_check_opcode_bytes() (CVE-2024-25742 fix e3ef461af35a not in 6.1.192)",
          [insn("90", 0x72, rax=0)]),
+    case("sev_es/cpuid/vex-evex-with-cpuid-exit",
+         "#VC(0x72) on VEX2 vzeroupper (c5 f8 77), VEX3 vmovdqa (c4 e1 79 6f c1) and EVEX "
+         "vmovdqa32 (62 f1 7d 48 6f c1): emulated as CPUID, RIP + 3, 5, 6: the lengths of "
+         "insn_get_prefixes()' VEX/EVEX decoding (next_byte += 2/3/4, pp from vex_prefix.bytes[2] "
+         "for VEX3) and insn_get_opcode()'s AVX attribute (6.1: no vc_check_opcode_bytes())",
+         [insn("c5f877", 0x72, rax=0), insn("c4e1796fc1", 0x72, rax=0), insn("62f17d486fc1", 0x72, rax=0)]),
     # ---------------------------------------------------------------- early CPUID, negotiation (#5-7)
     case("sev_es/msr-protocol/early-cpuid",
          "do_vc_no_ghcb: four MSR requests 0x8000001F_00000004, _40000004, _80000004, "
@@ -477,6 +483,14 @@ CASES = [
          "a SEV_INFO reply with GHCBInfo 0x003: sev_es_negotiate_protocol() false, terminate "
          "(needs vcsim's negotiate resp=)",
          [{"op": "negotiate", "resp": 0x003}]),
+    case("sev_es/decode/vex-evex",
+         "insn_decode() of VEX2/VEX3/EVEX forms: vzeroupper (c5 f8 77, c4 e1 78 77), vmovdqa "
+         "(c4 e1 79 6f c1), vmovdqu32 [rax] (62 f1 7e 48 6f 00) decode (3, 4, 5, 6 bytes); the same "
+         "opcodes with a pp that has no VEX form (c4 e1 78 6f c1: movq mm; c5 f9 77) and a "
+         "truncated VEX3 (c4 e1) fail: insn_get_opcode()'s !inat_accept_vex(), -ENODATA",
+         [{"op": "decode", "bytes": b} for b in (
+             "c5f877", "c4e17877", "c4e1796fc1", "62f17e486f00", "62f17d486fc1", "c4e1786fc1", "c5f977",
+             "c4e1")]),
     # ---------------------------------------------------------------- decoder differential
     case("sev_es/decode/mmio-forms",
          "insn_decode + insn_decode_mmio + insn_get_addr_ref for every MMIO opcode, SIB, "
