@@ -186,6 +186,11 @@ CASES = [
          "rep insb with DF=1 RCX=3: the second element's address (+2^32-1) is unmapped: "
          "#PF(PROT|WRITE) after the VMGEXIT, RDI and RCX unchanged (vc_insn_string_write)",
          [insn("f36c", 0x7B, rdx=0xE0, rcx=3, rdi=RAM_VA + 0x1010)], regs={"rflags": DF}),
+    case("sev_es/ioio/rep-outsb-then-insb-buffer",
+         "rep outsb RCX=3 then rep insb RCX=4: INS's request shows the shared buffer as the "
+         "kernel left it: the three OUTS bytes and byte 3 untouched (0): vc_insn_string_read() -> "
+         "vc_read_mem() copies exactly data_size bytes per element (memcpy(buf, &d1, 1))",
+         [insn("f36e", 0x7B, rdx=0xE0, rcx=3, rsi=RAM_VA), insn("f36c", 0x7B, rdx=0xE0, rcx=4, rdi=RAM_VA + 0x100)]),
     case("sev_es/ioio/outsl-no-rep-rcx0",
          "outsl without REP, RCX=0: info1 0x00E00244 | STR, info2 1, RIP+1",
          [insn("6f", 0x7B, rdx=0xE0, rcx=0, rsi=RAM_VA)]),
