@@ -88,6 +88,9 @@ void bridge_early_cpuid(struct vcsim_regs *r, unsigned long exit_code)
  * (vc_finish_insn: ip += insn.length, never 0 after a decode): ES_OK; true
  * with RIP where it was: ES_RETRY (and what a handler that loses its
  * exception or its RIP advance looks like to the CPU: the #VC again).
+ * The one ES_OK that would not move RIP is one for an exit that is not
+ * decoded (vc_decoding_needed(): the exception exits); in 6.1 those end in
+ * ES_EXCEPTION (#AC) or ES_UNSUPPORTED, #DB never gets here.
  */
 #define BRIDGE_MAX_DEPTH 4
 static int depth;                                /* nested #VC level */
