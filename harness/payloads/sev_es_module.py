@@ -81,6 +81,19 @@ OPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "out_al_dx": ("ee", ("rax", "rdx")),
     "out_ax_dx": ("66ef", ("rax", "rdx")),
     "out_eax_dx": ("ef", ("rax", "rdx")),
+    "mmio_load8": ("8a06", ("rax", "rsi")),   # mov (%rsi),%al
+    "mmio_load16": ("668b06", ("rax", "rsi")),
+    "mmio_load32": ("8b06", ("rax", "rsi")),
+    "mmio_load64": ("488b06", ("rax", "rsi")),
+    "mmio_load_ah": ("8a26", ("rax", "rsi")),   # mov (%rsi),%ah
+    "mmio_store8": ("8806", ("rax", "rsi")),   # mov %al,(%rsi)
+    "mmio_store16": ("668906", ("rax", "rsi")),
+    "mmio_store32": ("8906", ("rax", "rsi")),
+    "mmio_store64": ("488906", ("rax", "rsi")),
+    "mmio_movzx8": ("0fb606", ("rax", "rsi")),   # movzx (%rsi),%eax
+    "mmio_movzx16": ("0fb706", ("rax", "rsi")),
+    "mmio_movsx8": ("480fbe06", ("rax", "rsi")),   # movsx (%rsi),%rax
+    "mmio_movsx16": ("0fbf06", ("rax", "rsi")),   # movsx (%rsi),%eax
 }
 OP_NUMBER = {name: i for i, name in enumerate(OPS)}
 TESTDEV_PORT = 0xe0   # the imm forms' port: QEMU pc-testdev's loopback register
@@ -90,6 +103,7 @@ STEP_SIZE, RUN_SIZE, OP_INFO_SIZE, OPS_SIZE = 152, 1224, 36, 1448
 MAX_STEPS, MAX_OPS = 8, 40
 KVC_RUN = (3 << 30) | (RUN_SIZE << 16) | (ord("k") << 8) | 1   # _IOWR('k', 1, struct kvc_run)
 KVC_OPS = (2 << 30) | (OPS_SIZE << 16) | (ord("k") << 8) | 2   # _IOR('k', 2, struct kvc_ops)
+KVC_IOMEM = (2 << 30) | (8 << 16) | (ord("k") << 8) | 3        # _IOR('k', 3, __u64)
 
 _TIMEOUT_APT = 600
 _TIMEOUT_DPKG = 300

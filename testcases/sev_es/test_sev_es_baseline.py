@@ -68,6 +68,9 @@ class Setup:
             return f"/dev/kvmconf_vc missing after the module's load ({where})"
         if case["mode"] == "user" and any(t["exit"] == "ioio" for t in case["triggers"]) and not lay.ports:
             return f"ioperm() refused ports 0xe0-0xef{self._option('CONFIG_X86_IOPL_IOPERM')} ({where})"
+        if any(t["exit"] == "npf" for t in case["triggers"]) and case["mode"] == "kernel" \
+                and not lay.kernel_iomem_va:
+            return f"the kvmconf_vc module could not ioremap pc-testdev's iomem at 0xff000000 ({where})"
         if any(t["exit"] == "npf" for t in case["triggers"]) and not lay.iomem:
             return f"/dev/mem cannot map pc-testdev's iomem at 0xff000000{self._option('CONFIG_DEVMEM')} ({where})"
         return None

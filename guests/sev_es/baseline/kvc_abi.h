@@ -81,6 +81,23 @@ enum {
  *  out_al_dx   ee        [rax rdx]  out %al,(%dx)
  *  out_ax_dx   66 ef     [rax rdx]
  *  out_eax_dx  ef        [rax rdx]
+ *  mmio_load8   8a 06       [rax rsi]  mov (%rsi),%al
+ *  mmio_load16  66 8b 06    [rax rsi]
+ *  mmio_load32  8b 06       [rax rsi]
+ *  mmio_load64  48 8b 06    [rax rsi]
+ *  mmio_load_ah 8a 26       [rax rsi]  mov (%rsi),%ah
+ *  mmio_store8  88 06       [rax rsi]  mov %al,(%rsi)
+ *  mmio_store16 66 89 06    [rax rsi]
+ *  mmio_store32 89 06       [rax rsi]
+ *  mmio_store64 48 89 06    [rax rsi]
+ *  mmio_movzx8  0f b6 06    [rax rsi]  movzx (%rsi),%eax
+ *  mmio_movzx16 0f b7 06    [rax rsi]
+ *  mmio_movsx8  48 0f be 06 [rax rsi]  movsx (%rsi),%rax
+ *  mmio_movsx16 0f bf 06    [rax rsi]  movsx (%rsi),%eax
+ *
+ * The mmio_* ops access QEMU pc-testdev's iomem (0xff000000, 64 KiB), which the
+ * module ioremaps at load: rsi must lie in [KVC_IOMEM's address, + 0x10000 - 8],
+ * else KVC_RUN fails with EINVAL and runs nothing.
  *
  * Port 0xe0 is QEMU's pc-testdev loopback register (ports 0xe0-0xe3); the dx
  * forms take any port the caller gives.
@@ -110,7 +127,20 @@ enum {
 	KVC_OP_OUT_AL_DX,
 	KVC_OP_OUT_AX_DX,
 	KVC_OP_OUT_EAX_DX,
-	KVC_OP_COUNT		/* 24 */
+	KVC_OP_MMIO_LOAD8,
+	KVC_OP_MMIO_LOAD16,
+	KVC_OP_MMIO_LOAD32,
+	KVC_OP_MMIO_LOAD64,
+	KVC_OP_MMIO_LOAD_AH,
+	KVC_OP_MMIO_STORE8,
+	KVC_OP_MMIO_STORE16,
+	KVC_OP_MMIO_STORE32,
+	KVC_OP_MMIO_STORE64,
+	KVC_OP_MMIO_MOVZX8,
+	KVC_OP_MMIO_MOVZX16,
+	KVC_OP_MMIO_MOVSX8,
+	KVC_OP_MMIO_MOVSX16,
+	KVC_OP_COUNT		/* 37 */
 };
 
 /*
@@ -170,5 +200,8 @@ struct kvc_ops {
 
 #define KVC_RUN _IOWR('k', 1, struct kvc_run)
 #define KVC_OPS _IOR('k', 2, struct kvc_ops)
+/* KVC_IOMEM: the kernel address of the module's mapping of pc-testdev's iomem
+ * (0 when the ioremap failed: then every mmio_* step is refused). */
+#define KVC_IOMEM _IOR('k', 3, __u64)
 
 #endif /* KVC_ABI_H */

@@ -239,6 +239,10 @@ static void probe(void)
 	json_bool(&j, "ports", have_ports);
 	json_bool(&j, "iomem", iomem != NULL);
 	json_bool(&j, "module", kvc >= 0);
+	uint64_t kernel_iomem = 0;
+	if (kvc >= 0 && ioctl(kvc, KVC_IOMEM, &kernel_iomem) < 0)
+		die("KVC_IOMEM: %s", strerror(errno));
+	json_u64(&j, "kernel_iomem_va", kernel_iomem);
 	__cpuid(1, a, b, c, d);
 	json_bool(&j, "monitor", (c >> 3) & 1);
 	json_end_line(&j);

@@ -26,6 +26,7 @@
  */
 #include <linux/compiler.h>
 #include <linux/fs.h>
+#include <linux/io.h>
 #include <linux/irqflags.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
@@ -44,6 +45,16 @@
 
 /* The monitor line used when a monitor step gives rax = 0. */
 static u8 kvc_monitor_line[64] __aligned(64);
+
+/* QEMU pc-testdev's iomem (hw/misc/pc-testdev.c: 64 KiB at 0xff000000), for the mmio_* ops. */
+#define KVC_IOMEM_PA	0xff000000UL
+#define KVC_IOMEM_LEN	0x10000UL
+static void __iomem *kvc_iomem;
+
+static bool kvc_is_mmio(u32 op)
+{
+	return op >= KVC_OP_MMIO_LOAD8 && op < KVC_OP_COUNT;
+}
 
 struct kvc_ctx {
 	u64 rax, rbx, rcx, rdx, rsi;
@@ -112,7 +123,20 @@ extern const u8 kvc_##name##_start[], kvc_##name##_end[];
 	KVC_OP(IN_EAX_DX,   in_eax_dx,   "inl %%dx, %%eax",   KVC_R(RAX) | KVC_R(RDX), none, "+a" (rax), "+d" (rdx)) \
 	KVC_OP(OUT_AL_DX,   out_al_dx,   "outb %%al, %%dx",   KVC_R(RAX) | KVC_R(RDX), none, "+a" (rax), "+d" (rdx)) \
 	KVC_OP(OUT_AX_DX,   out_ax_dx,   "outw %%ax, %%dx",   KVC_R(RAX) | KVC_R(RDX), none, "+a" (rax), "+d" (rdx)) \
-	KVC_OP(OUT_EAX_DX,  out_eax_dx,  "outl %%eax, %%dx",  KVC_R(RAX) | KVC_R(RDX), none, "+a" (rax), "+d" (rdx))
+	KVC_OP(OUT_EAX_DX,  out_eax_dx,  "outl %%eax, %%dx",  KVC_R(RAX) | KVC_R(RDX), none, "+a" (rax), "+d" (rdx)) \
+	KVC_OP(MMIO_LOAD8,   mmio_load8,   "movb (%%rsi), %%al", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_LOAD16,  mmio_load16,  "movw (%%rsi), %%ax", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_LOAD32,  mmio_load32,  "movl (%%rsi), %%eax", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_LOAD64,  mmio_load64,  "movq (%%rsi), %%rax", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_LOAD_AH, mmio_load_ah, "movb (%%rsi), %%ah", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_STORE8,  mmio_store8,  "movb %%al, (%%rsi)", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_STORE16, mmio_store16, "movw %%ax, (%%rsi)", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_STORE32, mmio_store32, "movl %%eax, (%%rsi)", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_STORE64, mmio_store64, "movq %%rax, (%%rsi)", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_MOVZX8,  mmio_movzx8,  "movzbl (%%rsi), %%eax", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_MOVZX16, mmio_movzx16, "movzwl (%%rsi), %%eax", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_MOVSX8,  mmio_movsx8,  "movsbq (%%rsi), %%rax", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi)) \
+	KVC_OP(MMIO_MOVSX16, mmio_movsx16, "movswl (%%rsi), %%eax", KVC_R(RAX) | KVC_R(RSI), none, "+a" (rax), "+S" (rsi))
 
 #define KVC_DEFINE(num, name, insn, regs, clob, ...) KVC_FN(name, insn, clob, ##__VA_ARGS__)
 KVC_OP_TABLE(KVC_DEFINE)
@@ -201,6 +225,13 @@ static long kvc_run(struct kvc_run __user *arg)
 		}
 		if (run->step[i].op == KVC_OP_DR7_WRITE)
 			has_dr7_write = true;
+		/* an mmio_* address outside the mapping would be an access anywhere */
+		if (kvc_is_mmio(run->step[i].op) &&
+		    (!kvc_iomem || run->step[i].regs[KVC_REG_RSI] < (u64)(unsigned long)kvc_iomem ||
+		     run->step[i].regs[KVC_REG_RSI] > (u64)(unsigned long)kvc_iomem + KVC_IOMEM_LEN - 8)) {
+			ret = -EINVAL;
+			goto out;
+		}
 	}
 
 	preempt_disable();
@@ -278,6 +309,11 @@ static long kvc_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return kvc_run((struct kvc_run __user *)arg);
 	case KVC_OPS:
 		return kvc_list_ops((struct kvc_ops __user *)arg);
+	case KVC_IOMEM: {
+		__u64 va = (__u64)(unsigned long)kvc_iomem;
+
+		return copy_to_user((void __user *)arg, &va, sizeof(va)) ? -EFAULT : 0;
+	}
 	default:
 		return -ENOTTY;
 	}
@@ -299,17 +335,25 @@ static struct miscdevice kvc_dev = {
 
 static int __init kvc_init(void)
 {
+	int ret;
+
 	BUILD_BUG_ON(sizeof(struct kvc_step) != 152);
 	BUILD_BUG_ON(sizeof(struct kvc_run) != 1224);
 	BUILD_BUG_ON(sizeof(struct kvc_op_info) != 36);
 	BUILD_BUG_ON(sizeof(struct kvc_ops) != 1448);
 	BUILD_BUG_ON(KVC_OP_COUNT > KVC_MAX_OPS);
-	return misc_register(&kvc_dev);
+	kvc_iomem = ioremap(KVC_IOMEM_PA, KVC_IOMEM_LEN);   /* NULL: mmio_* steps refused */
+	ret = misc_register(&kvc_dev);
+	if (ret && kvc_iomem)
+		iounmap(kvc_iomem);
+	return ret;
 }
 
 static void __exit kvc_exit(void)
 {
 	misc_deregister(&kvc_dev);
+	if (kvc_iomem)
+		iounmap(kvc_iomem);
 }
 
 module_init(kvc_init);
