@@ -2,6 +2,7 @@
 the live host (--target local or ssh) that stands in its place."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class RunContext:
         self._harness_errors: dict[str, HarnessError] = {}
         self.payload_errors: dict[str, str] = {}
         self._boots = 0   # machines booted so far; the logs of boot n are <profile>-<n>.*
+        self._extra: dict[str, Guest] = {}   # machines a feature boots itself (boot_extra)
 
     def _prepare_image(self) -> Path:
         """Payloads, image and keys, made once per run (a replacement guest reuses them)."""
@@ -149,6 +151,16 @@ class RunContext:
         guest.remote.close()
         return path
 
+    def boot_extra(self, name: str, make_machine) -> Guest:
+        """A further machine of the run with the run's image and keys, booted once and
+        powered off with the run: `make_machine(name, kernel, initrd, workdir, logdir)`
+        gives the Machine (a feature's own QEMU command line, e.g. an SEV-ES guest)."""
+        if name not in self._extra:
+            initrd = self._prepare_image()
+            machine = make_machine(name, self.kernel, initrd, self.workdir, self.options.output)
+            self._extra[name] = Guest.boot(machine, self._keys, self.payload_errors, self.options.boot_timeout)
+        return self._extra[name]
+
     def close_guest(self) -> str | None:
         """Power the guest off (a later guest() boots a new one)."""
         how = self._guest.poweroff() if self._guest else None
@@ -165,4 +177,8 @@ class RunContext:
             else:
                 self.close_guest()
         finally:
+            for extra in self._extra.values():
+                with contextlib.suppress(HarnessError):
+                    extra.poweroff()
+            self._extra.clear()
             shutil.rmtree(self.workdir, ignore_errors=True)

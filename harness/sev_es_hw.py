@@ -570,3 +570,53 @@ def window(observed: list[dict], start: int = MARK_START, end: int = MARK_END,
         out.append(request)
     raise HarnessError(f"no end mark after the start mark: no OUT of {end:#x} to port {port:#x} "
                        f"on vcpu {vcpu} (the guest stopped early, or the ring buffer was too small)")
+
+
+# ---------------------------------------------------------------- the SEV-ES machine
+
+def machine_argv(sev_argv: list[str], serial_log: Path, qmp_socket: Path, ssh_port: int) -> list[str]:
+    """`qemu_command`'s SEV-ES argv as a kvmconf machine: the serial console into the run's
+    log instead of stdio (-nographic), the run's private QMP socket, SSH forwarded from
+    127.0.0.1 only. The virtio NIC uses the platform IOMMU path (iommu_platform=on): an
+    SEV guest's devices must DMA through its unencrypted bounce buffers."""
+    argv = [a for a in sev_argv if a != "-nographic"]
+    return argv + ["-display", "none", "-serial", f"file:{serial_log}",
+                   "-chardev", f"socket,id=qmp,path={qmp_socket}", "-mon", "chardev=qmp,mode=control",
+                   "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+                   "-device", "virtio-net-pci,netdev=net0,disable-legacy=on,iommu_platform=on"]
+
+
+def sev_es_machine(facts: dict):
+    """A factory for RunContext.boot_extra: the kernel under test (its bzImage, booted by
+    OVMF) as an SEV-ES guest with the run's image, under the host's KVM."""
+    import shutil
+
+    from harness.machine import Machine, qemu_binary
+    from harness.machine.profiles import PROFILES
+
+    class SevEsMachine(Machine):
+        def argv(self, qemu: str) -> list[str]:
+            vars_copy = self.workdir / f"{self.name}.OVMF_VARS.fd"    # the guest writes it
+            shutil.copyfile(facts["ovmf_vars"], vars_copy)
+            sev = qemu_command(self.kernel, self.initrd, facts["ovmf_code"], vars_copy, facts["cbitpos"],
+                               facts["reduced_phys_bits"], self.memory_mb, self.smp,
+                               append="loglevel=5 panic=-1", qemu=qemu)
+            return machine_argv(sev, self.serial_log, self.workdir / f"{self.name}.qmp.sock", self.ssh_port)
+
+    def make(name, kernel, initrd, workdir, logdir):
+        qemu_binary()    # a clear error before anything else when QEMU is missing
+        # the machine's own profile only names its capabilities (SEV-ES adds its devices itself)
+        return SevEsMachine(name, PROFILES["nested"], kernel.bzimage, initrd, workdir, logdir,
+                            accel="kvm", smp=1)
+    return make
+
+
+def drop_setup_out(requests: list[dict], value: int, port: int = MARK_PORT) -> list[dict]:
+    """The requests after the trigger program's set-up OUT of `value` to `port` (the
+    device's starting state, written right after the start mark); an error when the
+    window does not begin with it."""
+    if not requests or not _is_mark(requests[0], value, port):
+        first = requests[0] if requests else None
+        raise HarnessError(f"the window does not begin with the set-up OUT of {value:#x} to port {port:#x} "
+                           f"(first request: {first})")
+    return requests[1:]

@@ -252,7 +252,8 @@ def test_verdict_rules_of_the_run_plugin(tmp_path):
     (tmp_path / "suite").mkdir()
     (tmp_path / "suite" / "test_rules.py").write_text(SUITE)
     record = RunRecord(tmp_path / "run.json", "r", "", {}, {"f": "p1"}, {"f": ("p1", "p2")})
-    ctx = SimpleNamespace(booted=standin.Booted(), options=SimpleNamespace(reproduce="kvmconf run", target=targets.TargetSpec("qemu")))
+    ctx = SimpleNamespace(booted=standin.Booted(), options=SimpleNamespace(reproduce="kvmconf run", target=targets.TargetSpec("qemu"),
+                                                                          user_space_only=False))
     plugin = KvmconfPlugin(ctx, record, ["f"], [])
     pt.main([str(tmp_path / "suite"), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
             plugins=[plugin])

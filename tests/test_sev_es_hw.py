@@ -480,3 +480,54 @@ def test_qemu_threads(tmp_path):
     assert hw.qemu_threads(4242, proc=tmp_path) == [4242, 4243, 4250]
     with pytest.raises(HarnessError, match="4711/task: No such file or directory"):
         hw.qemu_threads(4711, proc=tmp_path)
+
+
+# ---------------------------------------------------------------- the hardware cases' data path
+
+def test_machine_argv_is_a_kvmconf_machine(images, tmp_path):
+    argv = hw.machine_argv(argv_of(images), tmp_path / "s.log", tmp_path / "q.sock", 4022)
+    assert "-nographic" not in argv and opt(argv, "-serial") == [f"file:{tmp_path / 's.log'}"]
+    assert opt(argv, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:4022-:22"]
+    assert "virtio-net-pci,netdev=net0,disable-legacy=on,iommu_platform=on" in opt(argv, "-device")
+    assert any(a.startswith("sev-guest,") for a in opt(argv, "-object"))
+
+
+def _hardware_trace(requests: list[dict], setup_value: int) -> str:
+    """The trace an SEV-ES host records for one baseline script: the marks, the set-up
+    OUT, then each request with KVM's reply (a write's kvm_pio for OUTs)."""
+    body = []
+    for r in requests:
+        body += [vm(0, "enter", r["exit"], r["info1"], r["info2"], pid=4243), vm(0, "exit", r["exit"], pid=4243)]
+    return "\n".join([vm(0, "enter", 0x72), vm(0, "exit", 0x72), *mark(0, hw.MARK_START, pid=4243),
+                      *mark(0, setup_value, pid=4243), *body, *mark(0, hw.MARK_END, pid=4243)])
+
+
+def _baseline_case(cid):
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testcases" / "sev_es"))
+    from baseline_cases import CASES
+    return next(c for c in CASES if c["id"] == cid)
+
+
+def test_a_baseline_script_through_the_hardware_pipeline():
+    from harness.payloads import sev_es_baseline as baseline
+    from harness.payloads.sev_es_module import OPS
+    lay = baseline.Layout(0x50000000, 0x51000000, 0x52000000, True, True, True, True,
+                          {n: {"index": i, "bytes": b} for i, (n, (b, _)) in enumerate(OPS.items())},
+                          0xFFFFC90000000000)
+    case = _baseline_case("sev_es/baseline/ioio/rep-outsw")
+    zeros = [{"regs": {r: 0 for r in baseline.model.GPRS}}] * len(case["triggers"])
+    results, vmgexits = baseline.predict_sev_es(case, lay, zeros, "6.1")
+    assert vmgexits and {e["exit"] for e in vmgexits} == {0x7B}
+    assert baseline.lines(7, case, lay, (hw.MARK_START, hw.MARK_END))[-3:] == [
+        baseline.lines(7, case, lay)[-2], "E", f"O v={hw.MARK_END:#x}"]
+    text = _hardware_trace(vmgexits, case["port"])
+    requests = hw.drop_setup_out(hw.window(hw.exchange(hw.parse_trace(text))), case["port"])
+    assert hw.compare_exchange(requests, vmgexits) is None
+    wrong = [dict(r) for r in vmgexits]
+    wrong[0]["info1"] ^= 1 << 4                                  # the element size the guest announced
+    requests = hw.drop_setup_out(hw.window(hw.exchange(hw.parse_trace(_hardware_trace(wrong, case["port"])))),
+                                 case["port"])
+    assert isinstance(hw.compare_exchange(requests, vmgexits), Divergence)
+    with pytest.raises(HarnessError, match="does not begin with the set-up OUT of 0x1234"):
+        hw.drop_setup_out(hw.window(hw.exchange(hw.parse_trace(text))), 0x1234)

@@ -22,9 +22,13 @@ the register effects (zero-extension, untouched registers), not of the values.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 
+from harness.errors import HarnessError, KernelFailure
+from harness.payloads import build as payload_build
 from harness.payloads import sev_es as codec
+from harness.payloads import sev_es_module
 from harness.reference import sev_es as model
 
 PORT = 0xE0                  # pc-testdev's 4-byte loopback register, ports 0xe0-0xe3
@@ -33,6 +37,8 @@ SHOWN = 64                   # bytes of iomem and RAM the program reports
 KERNEL_RIP = 0xFFFFFFFFC0000000   # the model's RIP for module triggers (not observed)
 FLAGS = 0xCD5                # CF PF AF ZF SF DF OF: the flags the program loads and compares
 TCG_UD = frozenset({"vmmcall", "rdpmc"})
+TAINT_MODULE = (1 << 12) | (1 << 13)    # O, E: include/linux/panic.h TAINT_OOT_MODULE, _UNSIGNED_MODULE
+FOLDER = payload_build.GUESTS / "sev_es" / "baseline"
 
 
 class Testdev:
@@ -64,9 +70,9 @@ class Testdev:
 class TestdevMachine(model.Machine):
     """The model's machine with pc-testdev behind its hypervisor instead of tables."""
 
-    def __init__(self, script: dict, dev: Testdev):
+    def __init__(self, script: dict, dev: Testdev, fixed: frozenset[str] = model.ALL_FIXED):
         self.dev = dev
-        super().__init__(script, model.ALL_FIXED)
+        super().__init__(script, fixed)
 
     def hv_answer(self, exit_code: int, info1: int, info2: int) -> tuple[int, int]:
         if exit_code == model.EXIT["ioio"]:
@@ -126,9 +132,12 @@ def _regs(regs: dict, lay: Layout) -> dict[str, int]:
     return {k: _resolve(v, lay) for k, v in regs.items()}
 
 
-def lines(index: int, case: dict, lay: Layout) -> list[str]:
-    """The trigger program's input for one case."""
-    out = [f"S {index:#x} ioperm={int(case.get('ioperm', 1))}"]
+def lines(index: int, case: dict, lay: Layout, marks: tuple[int, int] | None = None) -> list[str]:
+    """The trigger program's input for one case. With `marks` (start, end), for a traced
+    SEV-ES guest: the device is neither reset nor read back, the start value is written to
+    the port before the set-up OUT of the case's port value, the end value after the
+    script (the module's steps run at its E line)."""
+    out = [f"S {index:#x} ioperm={int(case.get('ioperm', 1))}" + (" report=0" if marks else "")]
     regs = _regs(case.get("regs", {}), lay)
     out.append("R " + " ".join(f"{k}={v:#x}" for k, v in regs.items()))
     for what, flag in (("ram", 0), ("iomem", 1)):
@@ -136,6 +145,8 @@ def lines(index: int, case: dict, lay: Layout) -> list[str]:
         data += bytes(-len(data) % 8)
         for off in range(0, len(data), 8):
             out.append(f"M iomem={flag} off={off:#x} v={int.from_bytes(data[off:off + 8], 'little'):#x}")
+    if marks:
+        out.append(f"O v={marks[0]:#x}")
     out.append(f"O v={case.get('port', 0):#x}")
     for t in case["triggers"]:
         overlay = " ".join(f"{k}={v:#x}" for k, v in _regs(t.get("regs", {}), lay).items())
@@ -146,6 +157,8 @@ def lines(index: int, case: dict, lay: Layout) -> list[str]:
             out.append(f"T len={len(bytes.fromhex(t['bytes']))} b0={int.from_bytes(code[:8], 'little'):#x} "
                        f"b1={int.from_bytes(code[8:16], 'little'):#x} {overlay}".rstrip())
     out.append("E")
+    if marks:
+        out.append(f"O v={marks[1]:#x}")
     return out
 
 
@@ -197,9 +210,23 @@ def script_for(case: dict, lay: Layout, observed: list[dict], platform: str) -> 
 def predict(case: dict, lay: Layout, observed: list[dict], platform: str) -> list[dict]:
     """Per trigger: {"regs", "rip", "exception", "port", "iomem", "ram"} as the program
     reports them, predicted by the architectural model on pc-testdev."""
+    return _simulate(case, lay, observed, platform, model.ALL_FIXED)[0]
+
+
+def predict_sev_es(case: dict, lay: Layout, observed: list[dict], profile: str) -> tuple[list[dict], list[dict]]:
+    """For the same triggers in a real SEV-ES guest under KVM (harness/sev_es_hw.py): the
+    results as `predict` gives them, and the model's `vmgexit` events (the requests the
+    host's tracepoints must show), both by the model `profile` ("6.1": the kernel's own
+    deviations included)."""
+    fixed = model.ALL_FIXED if profile == "architectural" else frozenset()
+    results, m = _simulate(case, lay, observed, "kvm", fixed)
+    return results, [e for e in m.events if e["op"] == "vmgexit"]
+
+
+def _simulate(case: dict, lay: Layout, observed: list[dict], platform: str, fixed: frozenset[str]):
     script = script_for(case, lay, observed, platform)
     dev = Testdev(case.get("port", 0), bytes.fromhex(case.get("iomem", "")))
-    m = TestdevMachine(copy.deepcopy(script), dev)
+    m = TestdevMachine(copy.deepcopy(script), dev, fixed)
     ram = bytearray(bytes.fromhex(case.get("ram", "")).ljust(SHOWN, b"\0"))
     out = []
     for step, (t, a) in enumerate(zip(case["triggers"], script["actions"])):
@@ -221,7 +248,7 @@ def predict(case: dict, lay: Layout, observed: list[dict], platform: str) -> lis
         out.append({"result": event["result"], "regs": dict(event["regs"]), "rip": event["rip"],
                     "exception": event["exception"], "port": dev.port_value,
                     "iomem": bytes(dev.iomem[:SHOWN]).hex(), "ram": bytes(ram[:SHOWN]).hex()})
-    return out
+    return out, m
 
 
 def _platform_ud(t: dict, lay: Layout, platform: str) -> bool:
@@ -263,3 +290,70 @@ def compare(case: dict, predicted: list[dict], observed: list[dict]) -> str | No
 
 def _exc(e: dict | None) -> str:
     return "none" if e is None else f"vector {e['vector']} error code {e.get('error_code', 0):#x}"
+
+
+class GuestRunner:
+    """The trigger program and the module in one guest (a replacement guest gets a new one)."""
+
+    def __init__(self, guest, kernel):
+        self.guest, self.config = guest, kernel.config() or {}
+        program = payload_build.build("sev_es_baseline", FOLDER).path
+        self.program = f"{guest.scratch}/kvmconf-vc-trigger"
+        guest.remote.upload(str(program), self.program, mode=0o700)
+        self.module_missing = None
+        try:
+            ko = sev_es_module.build_module(kernel)
+        except sev_es_module.ModulesUnsupported as e:
+            self.module_missing = str(e)
+        else:
+            remote_ko = f"{guest.scratch}/kvmconf_vc.ko"
+            guest.remote.upload(str(ko), remote_ko)
+            done = guest.run(["insmod", remote_ko], timeout=60)
+            if done.rc != 0:
+                raise HarnessError(f"insmod kvmconf_vc.ko: {done.stderr.decode(errors='replace').strip()}")
+            # the load's own taint is the baseline; any other bit it set is the kernel's
+            problems = guest.taint_gained(ignore=TAINT_MODULE)
+            if problems:
+                raise KernelFailure(f"loading kvmconf_vc: {'; '.join(problems)}")
+            guest.baseline_taint |= TAINT_MODULE
+        probe = guest.run([self.program, "--probe"], timeout=30)
+        if probe.rc != 0:
+            raise HarnessError(f"trigger --probe exited {probe.rc}: {probe.stderr.decode(errors='replace')}")
+        self.layout = Layout.parse([json.loads(line) for line in probe.text.splitlines()])
+        for name, op in self.layout.kernel_ops.items():
+            if sev_es_module.OPS.get(name, (None,))[0] != op["bytes"]:
+                raise HarnessError(f"kvmconf_vc op {name} executes {op['bytes']}, the harness's table says "
+                                   f"{sev_es_module.OPS.get(name, ('nothing',))[0]}")
+
+    def missing(self, case: dict) -> str | None:
+        lay, where = self.layout, f"probed by the trigger program in {self.guest.where}"
+        if case["mode"] == "kernel" and self.module_missing:
+            return f"{self.module_missing}: the kernel-mode triggers need the kvmconf_vc module"
+        if case["mode"] == "kernel" and not lay.module:
+            return f"/dev/kvmconf_vc missing after the module's load ({where})"
+        if case["mode"] == "user" and any(t["exit"] == "ioio" for t in case["triggers"]) and not lay.ports:
+            return f"ioperm() refused ports 0xe0-0xef{self._option('CONFIG_X86_IOPL_IOPERM')} ({where})"
+        if any(t["exit"] == "npf" for t in case["triggers"]) and case["mode"] == "kernel" \
+                and not lay.kernel_iomem_va:
+            return f"the kvmconf_vc module could not ioremap pc-testdev's iomem at 0xff000000 ({where})"
+        if any(t["exit"] == "npf" for t in case["triggers"]) and not lay.iomem:
+            return f"/dev/mem cannot map pc-testdev's iomem at 0xff000000{self._option('CONFIG_DEVMEM')} ({where})"
+        return None
+
+    def _option(self, name: str) -> str:
+        return f": {name} is not set in the kernel's config" if self.config.get(name) != "y" and self.config else ""
+
+    def run(self, index: int, case: dict, marks: tuple[int, int] | None = None) -> list[dict]:
+        text = "\n".join(lines(index, case, self.layout, marks)) + "\n"
+        done = self.guest.run([self.program], stdin=text.encode(), timeout=60)
+        if done.rc != 0:
+            raise HarnessError(f"trigger program exited {done.rc}: "
+                               f"{done.stderr.decode(errors='replace').strip()[-300:]}")
+        events = [json.loads(line) for line in done.text.splitlines()]
+        if not events or events[-1] != {"script": index, "op": "done"}:
+            raise HarnessError(f"trigger program: no end of script {index} in its output")
+        return [e for e in events if e.get("op") == "result"]
+
+    def close(self) -> None:
+        if self.module_missing is None and self.guest.machine.running:
+            self.guest.run(["rmmod", "kvmconf_vc"], timeout=30)
