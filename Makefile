@@ -8,7 +8,8 @@ KVMCONF := $(VENV)/bin/kvmconf
 STAMP := $(VENV)/.installed
 # Debian packages the harness needs on the host.
 DEBS := qemu-system-x86 qemu-utils busybox-static cpio dropbear-bin openssh-sftp-server kmod gcc libc6-dev \
-        python3-venv python3-dev xz-utils git bc bison flex libelf-dev libssl-dev make ccache rsync
+        python3-venv python3-dev xz-utils git bc bison flex libelf-dev libssl-dev make ccache rsync \
+        libipt-dev
 
 .PHONY: run test deps venv
 
