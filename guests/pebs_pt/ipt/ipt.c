@@ -40,8 +40,13 @@
  *  - CYC: libipt rejects a value wider than 64 bits (9 extension bytes already:
  *    5 + 9 * 7 bits); perf accepts up to 9 extension bytes;
  *  - PWRE / PWRX: perf's payload is the raw 2 / 5 payload bytes; libipt keeps only
- *    the fields it knows (PWRE: hw bit 7, sub-C-state 11:8, C-state 15:12; PWRX:
- *    deepest 3:0, last 7:4, wake reasons bits 8, 10, 11), rebuilt here, other bits 0.
+ *    the fields it knows (PWRE: hw, sub-C-state 11:8, C-state 15:12; PWRX: deepest
+ *    3:0, last 7:4, wake reasons bits 8, 10, 11), rebuilt here, other bits 0;
+ *  - PWRE HW flag: perf (intel_pt_pkt_desc: payload & 0x80) and the SDM have it in
+ *    bit 7 of the first payload byte; libipt 2.0.5 reads it from bit 3
+ *    (pt_pl_pwre_hw_mask 0x8). ipt prints libipt's flag at perf's bit 7, so
+ *    02 22 08 00 is perf 0x0008, ipt 0x0080; 02 22 80 00 is perf 0x0080, ipt 0;
+ *  - CFE and EVD (perf 6.1 decodes them) are unknown to libipt 2.0.5.
  */
 #include "declines.h"
 
@@ -190,6 +195,7 @@ static int map_packet(const struct pt_packet *p, struct mapped *m)
 		m->payload = p->payload.mwait.hints | (uint64_t)p->payload.mwait.ext << 32;
 		break;
 	case ppt_pwre:
+		/* hw: libipt 2.0.5 takes it from payload bit 3, perf's place is bit 7 */
 		m->type = "pwre";
 		m->payload = (uint64_t)p->payload.pwre.hw << 7 |
 			     (uint64_t)(p->payload.pwre.sub_state & 0xf) << 8 |
