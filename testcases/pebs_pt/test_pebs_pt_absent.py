@@ -1,0 +1,72 @@
+"""pebs_pt/absent/*: issue 13 item 4, the feature-absent conformance in a real guest.
+
+The payload pebs_pt_absent (guests/pebs_pt/absent/, built with guests/lib's mini VMM)
+runs on the target's /dev/kvm: one VM per case with KVM_GET_SUPPORTED_CPUID's CPUID
+(PDCM / PT flipped where the case says), guest RDMSR/WRMSR with #GP recorded, vCPU
+KVM_GET_MSRS/KVM_SET_MSRS, the MSR and feature-MSR index lists and the system fd's
+PERF_CAPABILITIES. Each answer must equal what harness/payloads/pebs_pt_absent.py
+predicts a 6.1 kernel without PEBS-via-PT answers, for the CPU vendor and KVM module
+parameters the payload's probe saw; a difference is the kernel's (FAIL, naming the MSR
+and the field). No /dev/kvm on the target: SKIP, naming where the probe looked.
+"""
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import HarnessError, KernelFailure
+from harness.payloads import build as payload_build
+from harness.payloads import pebs_pt_absent as codec
+
+from absent_cases import CASES   # noqa: E402 (the case's own folder)
+
+PAYLOAD_DIR = payload_build.GUESTS / "pebs_pt" / "absent"
+TIMEOUT_S = 120.0
+
+# One upload and one probe per target (a replaced guest is a new object).
+_ready: dict[int, tuple[str, dict]] = {}
+
+
+def _prepare(guest) -> tuple[str, dict]:
+    if id(guest) in _ready:
+        return _ready[id(guest)]
+    built = payload_build.build(codec.PAYLOAD, PAYLOAD_DIR)
+    remote = f"{guest.scratch}/{codec.PAYLOAD}"
+    guest.remote.upload(str(built.path), remote, mode=0o700)
+    res = guest.run([remote, "--probe"], timeout=TIMEOUT_S)
+    if res.rc != 0:
+        raise HarnessError(f"{codec.PAYLOAD} --probe exited {res.rc} on {guest.where}: "
+                           f"{res.stderr.decode(errors='replace').strip()[-300:]}")
+    _ready.clear()
+    _ready[id(guest)] = remote, codec.parse_probe(res.stdout)
+    return _ready[id(guest)]
+
+
+def _show(v) -> str:
+    return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else repr(v)
+
+
+@pytest.mark.targets("qemu", "local", "ssh")
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_pebs_pt_absent(case, guest):
+    """One case: every event the payload prints equals the 6.1 prediction."""
+    remote, probe = _prepare(guest)
+    if not probe.get("dev_kvm"):
+        pytest.skip(f"/dev/kvm absent on {guest.where} ({codec.PAYLOAD} --probe: "
+                    f"{probe.get('dev_kvm_why', 'not a character device')})")
+    if "feature_get" in case["case"]["ops"] and probe.get("get_msr_features", 0) <= 0:
+        pytest.skip(f"KVM_CAP_GET_MSR_FEATURES missing on {guest.where} ({codec.PAYLOAD} --probe)")
+    try:
+        predicted = codec.predict(case["case"], probe)
+    except codec.Unmodelled as e:
+        pytest.skip(f"not modelled: {e}")
+    res = guest.run([remote], stdin=codec.encode([case["case"]]), timeout=TIMEOUT_S)
+    if res.rc != 0:
+        raise HarnessError(f"{codec.PAYLOAD} exited {res.rc} on {guest.where}: "
+                           f"{res.stderr.decode(errors='replace').strip()[-300:]}")
+    (observed,) = codec.decode(res.stdout, 1)
+    wrong = codec.compare(case["case"], predicted, observed)
+    if wrong:
+        kvm = f"kvm-{probe['vendor']}"
+        lines = [f"{where} {field}: a 6.1 kernel without PEBS-via-PT answers {_show(want)}, "
+                 f"{kvm} answered {_show(got)}" for where, field, want, got in wrong]
+        raise KernelFailure(f"{case['id']} on {guest.where}:\n" + "\n".join(lines))
