@@ -409,12 +409,24 @@ class Vcpu:
     # ------------------------------------------------------------ pmu_intel.c get/set
     def pmu_get(self, msr: int) -> int | None:
         """pmu_intel.c: intel_pmu_get_msr(); None: returns 1."""
-        named = {MSR_CORE_PERF_FIXED_CTR_CTRL: "fixed_ctr_ctrl", MSR_CORE_PERF_GLOBAL_STATUS: "global_status",
-                 MSR_CORE_PERF_GLOBAL_CTRL: "global_ctrl", MSR_IA32_PEBS_ENABLE: "pebs_enable",
-                 MSR_IA32_DS_AREA: "ds_area", MSR_PEBS_DATA_CFG: "pebs_data_cfg"}
-        if msr in named:
-            hit(f"pmu_intel.c:intel_pmu_get_msr:{named[msr].replace('_', '-')}")
-            return self.pmu[named[msr]]
+        if msr == MSR_CORE_PERF_FIXED_CTR_CTRL:
+            hit("pmu_intel.c:intel_pmu_get_msr:fixed-ctr-ctrl")
+            return self.pmu["fixed_ctr_ctrl"]
+        if msr == MSR_CORE_PERF_GLOBAL_STATUS:
+            hit("pmu_intel.c:intel_pmu_get_msr:global-status")
+            return self.pmu["global_status"]
+        if msr == MSR_CORE_PERF_GLOBAL_CTRL:
+            hit("pmu_intel.c:intel_pmu_get_msr:global-ctrl")
+            return self.pmu["global_ctrl"]
+        if msr == MSR_IA32_PEBS_ENABLE:
+            hit("pmu_intel.c:intel_pmu_get_msr:pebs-enable")
+            return self.pmu["pebs_enable"]
+        if msr == MSR_IA32_DS_AREA:
+            hit("pmu_intel.c:intel_pmu_get_msr:ds-area")
+            return self.pmu["ds_area"]
+        if msr == MSR_PEBS_DATA_CFG:
+            hit("pmu_intel.c:intel_pmu_get_msr:pebs-data-cfg")
+            return self.pmu["pebs_data_cfg"]
         if msr == MSR_CORE_PERF_GLOBAL_OVF_CTRL:
             hit("pmu_intel.c:intel_pmu_get_msr:global-ovf-ctrl-zero")
             return 0
@@ -784,6 +796,8 @@ UNREACHABLE = {
     "pmu_intel.c:intel_pmu_refresh:pebs-baseline": "6.1.192 never lets PERF_CAP_PEBS_BASELINE into a vCPU's "
                                                    "PERF_CAPABILITIES (vmx_get_perf_capabilities masks it)",
     "pmu_intel.c:intel_pmu_set_msr:ds-area-host-no-ds": "DS_AREA is a valid PMU MSR only with DS in guest CPUID",
+    "vmx.c:vmx_set_msr:perf-caps-pebs-no-ds": "guest DS is vmx_pebs_supported(), and without it the PEBS "
+                                             "mask check refuses any PEBS format first",
     "pmu_intel.c:intel_pmu_get_msr:unhandled": "only valid PMU MSRs reach intel_pmu_get_msr",
     "pmu_intel.c:intel_pmu_set_msr:unhandled": "only valid PMU MSRs reach intel_pmu_set_msr",
     "vmx.c:vmx_get_perf_capabilities:lbr-fmt": "the shim's x86_perf_get_lbr() reports no LBR records",
