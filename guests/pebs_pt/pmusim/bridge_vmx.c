@@ -15,11 +15,14 @@
  *	if (!enable_ept || !enable_pmu || !cpu_has_vmx_intel_pt())
  *		pt_mode = PT_MODE_SYSTEM;
  * with the tree's own cpu_has_vmx_intel_pt() over the vmcs_config the shim
- * fills from host_pt. */
+ * fills from host_pt (VMX_MISC.INTEL_PT, PT_USE_GPA, the RTIT_CTL entry/exit
+ * controls: a host with PT that KVM can hand to a guest). */
 int pmusim_vmx_hardware_setup(int host_pt)
 {
 	memset(&vmcs_config, 0, sizeof(vmcs_config));
 	if (host_pt) {
+		/* setup_vmcs_config(): vmcs_conf->misc = rdmsrl(MSR_IA32_VMX_MISC) */
+		vmcs_config.misc = MSR_IA32_VMX_MISC_INTEL_PT;
 		vmcs_config.cpu_based_2nd_exec_ctrl |= SECONDARY_EXEC_PT_USE_GPA;
 		vmcs_config.vmexit_ctrl |= VM_EXIT_CLEAR_IA32_RTIT_CTL;
 		vmcs_config.vmentry_ctrl |= VM_ENTRY_LOAD_IA32_RTIT_CTL;
