@@ -19,8 +19,14 @@ one-line ValueError naming the field, what the model does not cover: an MSR outs
 `harness.reference.pebs_pt.MSRS`, a value on a read, a missing value on a write, CPUID
 fields beyond their leaf's bit widths.
 
+Besides section 2's cpu keys a script may give `ds`, `dtes64` (guest CPUID.1 DS/DTES64,
+default true), `pt_mode` (kvm_intel.pt_mode, default 0: PT_MODE_SYSTEM, the module's
+default; 1: host-guest, kept only with host_pt), `host_gp`, `host_fixed` (the host
+perf's counters, default 8 and 3): pmusim reads them as extra S keys.
+
 Lines (stdin): `S <index> vendor=intel pdcm=0x1 pt=0x0 pmu_version=0x2 gp=0x4 fixed=0x3
-host_perf_caps=0x164c5 host_pebs=0x1 host_pt=0x1 host_pebs_output_pt=0x1`, then
+host_perf_caps=0x164c5 host_pebs=0x1 host_pt=0x1 host_pebs_output_pt=0x1 ds=0x1
+dtes64=0x1 pt_mode=0x0 host_gp=0x8 host_fixed=0x3`, then
 `A op=<op> msr=<hex> [value=<hex>]` per action, then `E`. Numbers are hex with 0x.
 """
 from __future__ import annotations
@@ -33,14 +39,19 @@ from harness.reference import pebs_pt as model
 ACTION_OPS = ("guest_rdmsr", "guest_wrmsr", "host_get", "host_set", "feature_get")
 WRITES = ("guest_wrmsr", "host_set")
 VENDORS = ("intel", "amd")
-BOOLS = ("pdcm", "pt", "host_pebs", "host_pt", "host_pebs_output_pt")
+BOOLS = ("pdcm", "pt", "host_pebs", "host_pt", "host_pebs_output_pt", "ds", "dtes64")
 # field -> (default, limit): guest CPUID.0xA EAX[7:0] version, EAX[15:8] GP counters,
 # EDX[4:0] fixed counters; the host's IA32_PERF_CAPABILITIES is a 64-bit MSR
 INTS = {"pmu_version": (2, 1 << 8), "gp_counters": (4, 1 << 8), "fixed_counters": (3, 1 << 5),
-        "host_perf_caps": (0x164C5, 1 << 64)}
+        "host_perf_caps": (0x164C5, 1 << 64), "pt_mode": (0, 2), "host_gp": (8, 1 << 8),
+        "host_fixed": (3, 1 << 5)}
+# the S line's key order: section 2's keys, then the ones pmusim adds (guests/pebs_pt/pmusim/
+# pmusim.c): guest CPUID.1 DS/DTES64, kvm_intel.pt_mode (module default 0, PT_MODE_SYSTEM),
+# the host's perf_get_x86_pmu_capability() counters
 DEFAULTS = {"vendor": "intel", "pdcm": True, "pt": False, "pmu_version": 2, "gp_counters": 4,
             "fixed_counters": 3, "host_perf_caps": 0x164C5, "host_pebs": True, "host_pt": True,
-            "host_pebs_output_pt": True}          # the S line's key order (docs/pebs-pt-suite.md)
+            "host_pebs_output_pt": True, "ds": True, "dtes64": True, "pt_mode": 0, "host_gp": 8,
+            "host_fixed": 3}
 LINE_KEYS = {"gp_counters": "gp", "fixed_counters": "fixed"}     # S-line key of a cpu field
 MAX_ACTIONS = 256
 MAX_LINE = 1 << 12

@@ -33,19 +33,18 @@ host_get/host_set through KVM_GET_MSRS/KVM_SET_MSRS on the vCPU (host_initiated;
 non-zero return stops msr_io: refused), feature_get through KVM_GET_MSRS on /dev/kvm
 (do_get_msr_feature).
 
-Facts the shim fixes (SHIM below; the line format has no key for them):
-the host's perf_get_x86_pmu_capability() (8 GP counters, 3 fixed, 48-bit), no
-architectural LBR and x86_perf_get_lbr() reporting no LBR records (so the LBR format
-bits 5:0 never reach kvm_caps.supported_perf_cap), host PDCM on Intel,
-vmx_pebs_supported() == host_pebs (X86_FEATURE_PEBS and pebs_ept), `host_pt` meaning
-X86_FEATURE_INTEL_PT + cpu_has_vmx_intel_pt() with kvm_intel.pt_mode=1 (host-guest;
-without host_pt pt_mode stays PT_MODE_SYSTEM), the guest CPUID leaf 1 DS/DTES64 bits as
-KVM_GET_SUPPORTED_CPUID reports them (vmx_set_cpu_caps: set iff vmx_pebs_supported()),
-the guest leaf 0xA bit widths 48, leaf 0x14 (with `pt`) the host's PT_CAPS, no leaf
-0x80000008 (cpuid_query_maxphyaddr: 36), no TSX, a guest CPUID model consistent with
-the host (cpuid_model_is_consistent), no nested VMXON, and the host's rdmsr_safe()
-answering for the MSRs the host CPU has (HOST_MSRS: what kvm_init_msr_list keeps in
-msrs_to_save).
+Inputs beyond section 2's line format, which pmusim reads as extra S keys
+(guests/pebs_pt/pmusim/pmusim.c) and the codec always sends: `ds`, `dtes64` (guest
+CPUID.1 DS/DTES64), `pt_mode` (kvm_intel.pt_mode; host-guest only with `host_pt`, as
+vmx.c hardware_setup() decides), `host_gp`, `host_fixed` (perf_get_x86_pmu_capability()).
+Facts pmusim's shim fixes (kshim.c; SHIM below): host PMU version 5 and 48-bit counters,
+host PDCM, pebs_ept == host_pebs (vmx_pebs_supported() == host_pebs), no architectural
+LBR and x86_perf_get_lbr() with no records (the LBR format bits 5:0 never reach
+kvm_caps.supported_perf_cap), no TSX, guest and host CPUID model 0
+(cpuid_model_is_consistent), the guest leaf 0xA bit widths 48, leaf 0x14 (with `pt`)
+PT_CAPS, no leaf 0x80000008 (cpuid_query_maxphyaddr: 36), no nested VMXON, perf refusing
+every counter (no observable effect on the MSRs), and no PMU MSR in msrs_to_save
+(host_msrs). host_pebs_output_pt is read by no 6.1 code.
 
 Profiles:
   "6.1"     what the Debian 6.1 code does: PEBS via DS only (PEBS_ENABLE, DS_AREA,
@@ -146,7 +145,7 @@ MSR_IA32_RTIT_STATUS_MASK = ~RTIT_STATUS_ALLOWED & U64   # vmx.c (BUFFOVF, bit 3
 
 # ---------------------------------------------------------------- what the shim fixes
 SHIM = {
-    "host_gp": 8, "host_fixed": 3, "host_bit_width": 48,     # perf_get_x86_pmu_capability()
+    "host_bit_width": 48,                                    # perf_get_x86_pmu_capability()
     "guest_bit_width": 48, "guest_bit_width_fixed": 48,      # guest CPUID.0xA EAX[23:16], EDX[12:5]
     "lbr_nr": 0,                                             # x86_perf_get_lbr(): no LBR records
     "maxphyaddr": 36,                                        # cpuid_query_maxphyaddr(): no 0x80000008
@@ -161,20 +160,15 @@ NO_PT_CAPS = {"ebx0": 0, "ecx0": 0, "eax1": 0, "ebx1": 0}
 
 
 def host_msrs(cpu: dict) -> frozenset[int]:
-    """msrs_to_save: the msrs_to_save_all entries rdmsr_safe() reads on the shim's host and
-    kvm_init_msr_list() keeps (x86.c: kvm_init_msr_list), restricted to the modelled MSRs."""
-    if cpu["vendor"] != "intel":  # not a rule: host facts; the AMD host has none of the Intel PMU MSRs
-        return frozenset()
-    n = min(KVM_INTEL_PMC_MAX_GENERIC, SHIM["host_gp"])
-    kept = {MSR_CORE_PERF_FIXED_CTR0, MSR_CORE_PERF_FIXED_CTR0 + 1, MSR_CORE_PERF_FIXED_CTR0 + 2,
-            MSR_CORE_PERF_FIXED_CTR_CTRL, MSR_CORE_PERF_GLOBAL_STATUS, MSR_CORE_PERF_GLOBAL_CTRL,
-            MSR_CORE_PERF_GLOBAL_OVF_CTRL}
-    kept |= {MSR_IA32_PERFCTR0 + i for i in range(n)} | {MSR_P6_EVNTSEL0 + i for i in range(n)}
-    if cpu["host_pebs"]:  # not a rule: host facts (a PEBS host has PEBS_ENABLE and DS_AREA)
-        kept |= {MSR_IA32_PEBS_ENABLE, MSR_IA32_DS_AREA}
-        if cpu["host_perf_caps"] & PERF_CAP_PEBS_BASELINE:  # not a rule: host facts (adaptive PEBS)
-            kept.add(MSR_PEBS_DATA_CFG)
-    return frozenset(kept)
+    """msrs_to_save restricted to the modelled MSRs (x86.c: kvm_init_msr_list keeps the
+    msrs_to_save_all entries the host's rdmsr_safe() reads). pmusim's host answers
+    rdmsr_safe() only for PERF_CAPABILITIES, VMX_MISC, ARCH_CAPABILITIES, UCODE_REV and EFER
+    (guests/pebs_pt/pmusim/kshim.c: host_msr), and its set-up does not run
+    kvm_init_msr_list(): none of the PMU or RTIT MSRs is in msrs_to_save, so a host access
+    to one the vCPU lacks is refused, as on a host without them. (A real PEBS host would keep
+    PEBS_ENABLE, DS_AREA, the counters and GLOBAL_* there: host reads 0, writes of 0 accepted,
+    kvm_get_msr_common/kvm_set_msr_common's msrs_to_save branches below.)"""
+    return frozenset()
 
 
 def _cap(caps: dict, reg: str, mask: int) -> int:
@@ -196,9 +190,12 @@ class Vcpu:
         self.cpu = cpu
         self.series = profile == "series"
         self.intel = cpu["vendor"] == "intel"
-        self.pt_host_guest = self.intel and bool(cpu["host_pt"])     # vmx.c: hardware_setup() pt_mode
+        # vmx.c: hardware_setup(): pt_mode (kvm_intel.pt_mode) falls back to PT_MODE_SYSTEM
+        # without cpu_has_vmx_intel_pt() (host_pt)
+        self.pt_host_guest = self.intel and cpu["pt_mode"] == 1 and bool(cpu["host_pt"])
         self.pebs_supported = self.intel and bool(cpu["host_pebs"])  # capabilities.h: vmx_pebs_supported()
-        self.guest_ds = self.pebs_supported                          # vmx.c: vmx_set_cpu_caps() DS, DTES64
+        self.guest_ds = bool(cpu["ds"])                              # guest CPUID.1:EDX[21]
+        self.guest_dtes64 = bool(cpu["dtes64"])                      # guest CPUID.1:ECX[2]
         self.msrs_to_save = host_msrs(cpu)
         self.supported_perf_cap = self.get_perf_capabilities()
         # pmu_intel.c: intel_pmu_init(); svm: perf_capabilities never set (0)
@@ -282,13 +279,14 @@ class Vcpu:
         if not self.version:
             hit("pmu_intel.c:intel_pmu_refresh:version-0")
             return
-        self.nr_gp = min(self.cpu["gp_counters"], SHIM["host_gp"])
+        self.nr_gp = min(self.cpu["gp_counters"], self.cpu["host_gp"], KVM_INTEL_PMC_MAX_GENERIC)
         self.bitmask["gp"] = (1 << min(SHIM["guest_bit_width"], SHIM["host_bit_width"])) - 1
         if self.version == 1:
             hit("pmu_intel.c:intel_pmu_refresh:version-1-no-fixed")
         else:
             hit("pmu_intel.c:intel_pmu_refresh:fixed")
-            self.nr_fixed = min(KVM_PMC_MAX_FIXED, self.cpu["fixed_counters"], SHIM["host_fixed"])
+            # kvm_pmu_cap.num_counters_fixed is clamped to KVM_PMC_MAX_FIXED (pmu.h: kvm_init_pmu_capability)
+            self.nr_fixed = min(KVM_PMC_MAX_FIXED, self.cpu["fixed_counters"], self.cpu["host_fixed"])
             self.bitmask["fixed"] = (1 << min(SHIM["guest_bit_width_fixed"], SHIM["host_bit_width"])) - 1
         for i in range(self.nr_fixed):
             self.fixed_ctr_ctrl_mask &= ~(0xB << (i * 4))
@@ -734,6 +732,9 @@ class Vcpu:
             if not self.guest_ds:
                 hit("vmx.c:vmx_set_msr:perf-caps-pebs-no-ds")
                 return False
+            if not self.guest_dtes64:
+                hit("vmx.c:vmx_set_msr:perf-caps-pebs-no-dtes64")
+                return False
         if self.series and data & PERF_CAP_PT and not (self.cpu["pt"] and self.pt_host_guest):
             # series: vmx_set_msr(): PEBS output to PT only with PT in the guest
             hit("vmx.c:vmx_set_msr:series-perf-caps-pt-without-guest-pt")
@@ -796,8 +797,8 @@ UNREACHABLE = {
     "pmu_intel.c:intel_pmu_refresh:pebs-baseline": "6.1.192 never lets PERF_CAP_PEBS_BASELINE into a vCPU's "
                                                    "PERF_CAPABILITIES (vmx_get_perf_capabilities masks it)",
     "pmu_intel.c:intel_pmu_set_msr:ds-area-host-no-ds": "DS_AREA is a valid PMU MSR only with DS in guest CPUID",
-    "vmx.c:vmx_set_msr:perf-caps-pebs-no-ds": "guest DS is vmx_pebs_supported(), and without it the PEBS "
-                                             "mask check refuses any PEBS format first",
+    "x86.c:kvm_get_msr_common:host-msr-to-save-zero": "pmusim's host has no PMU MSR in msrs_to_save (host_msrs)",
+    "x86.c:kvm_set_msr_common:host-zero-msr-to-save": "pmusim's host has no PMU MSR in msrs_to_save (host_msrs)",
     "pmu_intel.c:intel_pmu_get_msr:unhandled": "only valid PMU MSRs reach intel_pmu_get_msr",
     "pmu_intel.c:intel_pmu_set_msr:unhandled": "only valid PMU MSRs reach intel_pmu_set_msr",
     "vmx.c:vmx_get_perf_capabilities:lbr-fmt": "the shim's x86_perf_get_lbr() reports no LBR records",

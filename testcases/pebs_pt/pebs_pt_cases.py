@@ -8,8 +8,10 @@ PEBS-via-PT series (profile "series") does.
 
 Host CPU by default: Intel with PEBS (format 4, trap, arch regs), adaptive PEBS
 (baseline), full-width writes, LBR format 5 and PEBS output to PT in its
-IA32_PERF_CAPABILITIES (0x164c5), PT usable by guests (kvm_intel.pt_mode=1); guest
-CPUID: PDCM, no PT, PMU version 2 with 4 GP and 3 fixed counters.
+IA32_PERF_CAPABILITIES (0x164c5), VMX PT support with kvm_intel.pt_mode 0 (its default,
+PT_MODE_SYSTEM) unless a case sets pt_mode=1 (host-guest: the RTIT MSRs and the series'
+PEBS via PT need it); guest CPUID: PDCM, DS, DTES64, no PT, PMU version 2 with 4 GP and 3
+fixed counters.
 """
 from __future__ import annotations
 
@@ -73,11 +75,11 @@ CASES = [
     case("perf-caps-bit16-masked-with-pt",
          "Host with PEBS-via-PT and PT exposed to the guest: 6.1 still reports bit 16 clear "
          "(vmx_get_perf_capabilities copies PERF_CAP_PEBS_MASK only); the series reports it",
-         [feat(PERF_CAPS), rd(PERF_CAPS), get(PERF_CAPS)], pt=True),
+         [feat(PERF_CAPS), rd(PERF_CAPS), get(PERF_CAPS)], pt=True, pt_mode=1),
     case("perf-caps-host-set-bit16",
          "KVM_SET_MSRS 0x345 with bit 16: refused in 6.1 (x86.c: kvm_set_msr_common: data & "
          "~kvm_get_msr_feature()); the series accepts it with guest PT",
-         [put(PERF_CAPS, 0x24C0 | (1 << 16)), get(PERF_CAPS)], pt=True),
+         [put(PERF_CAPS, 0x24C0 | (1 << 16)), get(PERF_CAPS)], pt=True, pt_mode=1),
     case("perf-caps-host-set-bit16-without-guest-pt",
          "bit 16 without PT in guest CPUID: refused in both profiles (series: vmx_set_msr)",
          [put(PERF_CAPS, 0x24C0 | (1 << 16)), get(PERF_CAPS)]),
@@ -104,14 +106,6 @@ CASES = [
          "LBR format 5 on the host: the shim's x86_perf_get_lbr() reports no records, so "
          "vmx_get_perf_capabilities drops it and vmx_set_msr refuses any LBR format",
          [put(PERF_CAPS, 0x24C5), put(PERF_CAPS, 0x24C0), get(PERF_CAPS)]),
-    case("perf-caps-amd",
-         "AMD host: supported_perf_cap 0 (svm.c: svm_hardware_setup, svm_get_msr_feature); "
-         "RDMSR 0x345 reads 0 with PDCM, KVM_SET_MSRS only 0",
-         [rd(PERF_CAPS), feat(PERF_CAPS), put(PERF_CAPS, 0x2000), put(PERF_CAPS, 0), get(PERF_CAPS)],
-         vendor="amd"),
-    case("perf-caps-amd-no-pdcm",
-         "AMD without PDCM: RDMSR 0x345 #GP (x86.c: kvm_get_msr_common)",
-         [rd(PERF_CAPS), get(PERF_CAPS)], vendor="amd", pdcm=False),
     # ---------------------------------------------------------------- PEBS_ENABLE (0x3f1)
     case("pebs-enable-gp-bits",
          "PEBS_ENABLE with PEBS format, no baseline: bits of the 4 GP counters accepted, "
@@ -126,7 +120,7 @@ CASES = [
          "WRMSR PEBS_ENABLE bits 61 and 60 with PT in the guest: #GP in 6.1 (no output bits in "
          "pebs_enable_mask); accepted by the series (pebs_via_pt); bit 62 reserved in both",
          [wr(PEBS_ENABLE, OUTPUT_PT | 1), rd(PEBS_ENABLE), wr(PEBS_ENABLE, OUTPUT_PT | PMI_EACH | 1),
-          rd(PEBS_ENABLE), wr(PEBS_ENABLE, 1 << 62), put(PEBS_ENABLE, OUTPUT_PT), get(PEBS_ENABLE)], pt=True),
+          rd(PEBS_ENABLE), wr(PEBS_ENABLE, 1 << 62), put(PEBS_ENABLE, OUTPUT_PT), get(PEBS_ENABLE)], pt=True, pt_mode=1),
     case("pebs-enable-no-pdcm",
          "Without PDCM vcpu_get_perf_capabilities() is 0: PEBS_ENABLE invalid, #GP; host reads 0 "
          "(x86.c: kvm_get_msr_common: msrs_to_save), sets only 0",
@@ -139,10 +133,6 @@ CASES = [
          "PMU version 0: intel_pmu_refresh returns early, pebs_enable_mask ~0: PEBS_ENABLE valid "
          "(format bits present) yet only the current value 0 may be written",
          [rd(PEBS_ENABLE), wr(PEBS_ENABLE, 0), wr(PEBS_ENABLE, 1)], pmu_version=0),
-    case("pebs-enable-amd",
-         "AMD: PEBS_ENABLE unknown (amd_is_valid_msr false, not in msrs_to_save)",
-         [rd(PEBS_ENABLE), wr(PEBS_ENABLE, 0), get(PEBS_ENABLE), put(PEBS_ENABLE, 0), feat(PEBS_ENABLE)],
-         vendor="amd"),
     # ---------------------------------------------------------------- PEBS_DATA_CFG (0x3f2), DS_AREA (0x600)
     case("pebs-data-cfg-no-baseline",
          "PEBS_DATA_CFG needs the baseline bit in the vCPU's capabilities, which 6.1.192 never "
@@ -164,10 +154,10 @@ CASES = [
     case("reload-pmc-absent",
          "MSR_RELOAD_PMC0..7: unknown to 6.1 (not a PMU MSR, not in msrs_to_save): #GP and "
          "refused, with PT in the guest too",
-         [a for msr in RELOAD_PMC for a in (rd(msr), wr(msr, 0), get(msr), put(msr, 0))], pt=True),
+         [a for msr in RELOAD_PMC for a in (rd(msr), wr(msr, 0), get(msr), put(msr, 0))], pt=True, pt_mode=1),
     case("reload-fixed-absent",
          "MSR_RELOAD_FIXED_CTR0..3: unknown to 6.1: #GP and refused",
-         [a for msr in RELOAD_FIXED for a in (rd(msr), wr(msr, 1), get(msr), put(msr, 0))], pt=True),
+         [a for msr in RELOAD_FIXED for a in (rd(msr), wr(msr, 1), get(msr), put(msr, 0))], pt=True, pt_mode=1),
     case("reload-absent-without-pt",
          "Reload MSRs without PT in the guest: #GP in both profiles",
          [rd(RELOAD_PMC[0]), wr(RELOAD_PMC[0], 5), get(RELOAD_FIXED[0]), put(RELOAD_FIXED[0], 0)]),
@@ -175,10 +165,7 @@ CASES = [
          "Reload values with PT in the guest (series: valid for the vCPU's 4 GP and 3 fixed "
          "counters, at most 48 bits; 6.1: #GP)",
          [wr(RELOAD_PMC[0], 0xFFFFFFF0), rd(RELOAD_PMC[0]), wr(RELOAD_PMC[3], 1 << 48), wr(RELOAD_PMC[4], 1),
-          put(RELOAD_FIXED[2], 0x1234), get(RELOAD_FIXED[2]), rd(RELOAD_FIXED[3])], pt=True),
-    case("reload-amd",
-         "AMD: the reload MSRs unknown",
-         [rd(RELOAD_PMC[0]), get(RELOAD_FIXED[0])], vendor="amd", pt=True),
+          put(RELOAD_FIXED[2], 0x1234), get(RELOAD_FIXED[2]), rd(RELOAD_FIXED[3])], pt=True, pt_mode=1),
     # ---------------------------------------------------------------- RTIT MSRs
     case("rtit-without-guest-pt",
          "pt_mode host-guest, no PT in guest CPUID: update_intel_pt_cfg not run (vmx.c: "
@@ -186,7 +173,7 @@ CASES = [
          "RTIT_CTL takes OS/User, TraceEn without ToPA/FabricEn #GP (no single-range output), "
          "OUTPUT_*/CR3_MATCH/ADDRn #GP (vmx.c: vmx_get_msr, vmx_set_msr, vmx_rtit_ctl_check)",
          [rd(RTIT_CTL), rd(RTIT_STATUS), wr(RTIT_CTL, 0xC), rd(RTIT_CTL), wr(RTIT_CTL, 1), rd(RTIT_BASE),
-          rd(RTIT_MASK), rd(RTIT_CR3), rd(RTIT_ADDR[0]), wr(RTIT_STATUS, 0), get(RTIT_CTL), get(RTIT_BASE)]),
+          rd(RTIT_MASK), rd(RTIT_CR3), rd(RTIT_ADDR[0]), wr(RTIT_STATUS, 0), get(RTIT_CTL), get(RTIT_BASE)], pt_mode=1),
     case("rtit-pt-mode-system",
          "Host without PT for guests (pt_mode system): every RTIT MSR #GP and refused "
          "(vmx.c: vmx_get_msr: !vmx_pt_mode_is_host_guest())",
@@ -198,7 +185,7 @@ CASES = [
          [rd(RTIT_MASK), wr(RTIT_BASE, 0x100000), rd(RTIT_BASE), wr(RTIT_BASE, 0x100040), wr(RTIT_BASE, 1 << 36),
           wr(RTIT_CR3, 0x1000), rd(RTIT_CR3), wr(RTIT_ADDR[3], 0xFFFFFFFF81000000), rd(RTIT_ADDR[3]),
           rd(RTIT_ADDR[4]), wr(RTIT_ADDR[0], 1 << 47), wr(RTIT_MASK, 0x7F), put(RTIT_ADDR[1], 0x401000),
-          get(RTIT_ADDR[1])], pt=True),
+          get(RTIT_ADDR[1])], pt=True, pt_mode=1),
     case("rtit-ctl-checks",
          "RTIT_CTL with PT in the guest (vmx.c: vmx_rtit_ctl_check): TraceEn|ToPA|OS|BranchEn ok; "
          "then a change while TraceEn #GP, clearing TraceEn ok; ADDR0_CFG 1 ok, ADDR2_CFG #GP "
@@ -209,24 +196,21 @@ CASES = [
          [wr(RTIT_CTL, 0x2105), rd(RTIT_CTL), wr(RTIT_CTL, 0x2107), wr(RTIT_STATUS, 0), wr(RTIT_CTL, 0x2104),
           wr(RTIT_CTL, 1 << 32), wr(RTIT_CTL, 1 << 40), wr(RTIT_CTL, 3 << 32), wr(RTIT_CTL, 0xF << 14),
           wr(RTIT_CTL, 1 << 30), wr(RTIT_CTL, 0xF << 19), wr(RTIT_CTL, 0xD << 19), wr(RTIT_CTL, 0xF << 24),
-          wr(RTIT_CTL, 1), rd(RTIT_CTL), rd(RTIT_ADDR[4]), wr(RTIT_ADDR[4], 0)], pt=True),
+          wr(RTIT_CTL, 1), rd(RTIT_CTL), rd(RTIT_ADDR[4]), wr(RTIT_ADDR[4], 0)], pt=True, pt_mode=1),
     case("rtit-status-bits",
          "RTIT_STATUS: FilterEn, ContextEn, TriggerEn, Error, Stopped and PacketByteCnt "
          "writable, BuffOvf (bit 3) and bits 31:6 reserved (vmx.c: MSR_IA32_RTIT_STATUS_MASK)",
          [wr(RTIT_STATUS, 0x37), rd(RTIT_STATUS), wr(RTIT_STATUS, 0x8), wr(RTIT_STATUS, 1 << 40),
-          rd(RTIT_STATUS), put(RTIT_STATUS, 1 << 6), get(RTIT_STATUS)], pt=True),
+          rd(RTIT_STATUS), put(RTIT_STATUS, 1 << 6), get(RTIT_STATUS)], pt=True, pt_mode=1),
     case("rtit-host-writes-without-guest-pt",
          "pt_mode host-guest, no PT in guest CPUID (caps zero): host writes to CR3_MATCH, "
          "OUTPUT_BASE and ADDR0_A refused (vmx.c: vmx_set_msr: no cr3_filtering, no "
          "ToPA/single-range output, no address ranges), RTIT_CTL 0 accepted",
-         [put(RTIT_CR3, 0), put(RTIT_BASE, 0x1000), put(RTIT_ADDR[0], 0), put(RTIT_CTL, 0), get(RTIT_STATUS)]),
+         [put(RTIT_CR3, 0), put(RTIT_BASE, 0x1000), put(RTIT_ADDR[0], 0), put(RTIT_CTL, 0), get(RTIT_STATUS)], pt_mode=1),
     case("perf-caps-host-set-bit16-alone",
          "KVM_SET_MSRS 0x345 = bit 16 alone, guest without PT: refused in both profiles (6.1: not "
          "a supported bit; series: vmx_set_msr refuses bit 16 without guest PT first)",
          [put(PERF_CAPS, 1 << 16), get(PERF_CAPS)]),
-    case("rtit-amd",
-         "AMD: the RTIT MSRs unknown (svm_get_msr -> kvm_get_msr_common)",
-         [rd(RTIT_CTL), wr(RTIT_CTL, 0), get(RTIT_STATUS), put(RTIT_BASE, 0)], vendor="amd", pt=True),
     # ---------------------------------------------------------------- architectural counters
     case("gp-counters-legacy-and-full-width",
          "PERFCTR0 writes sign-extend bit 31 from the guest, not from the host; PMC0 (full "
@@ -270,7 +254,7 @@ CASES = [
          [wr(GLOBAL_CTRL, 0x70000000F), rd(GLOBAL_CTRL), wr(GLOBAL_CTRL, 0x10), wr(GLOBAL_STATUS, 0),
           put(GLOBAL_STATUS, 0xC08000000000000F), rd(GLOBAL_STATUS), wr(GLOBAL_OVF_CTRL, 0xC080000000000003),
           rd(GLOBAL_STATUS), rd(GLOBAL_OVF_CTRL), put(GLOBAL_OVF_CTRL, 0xC), get(GLOBAL_STATUS),
-          wr(GLOBAL_OVF_CTRL, 1 << 40)]),
+          wr(GLOBAL_OVF_CTRL, 1 << 40)], pt_mode=1),
     case("global-ovf-ctrl-topa-pmi-system",
          "pt_mode system: GLOBAL_OVF_CTRL bit 55 (Trace_ToPA_PMI) reserved (intel_pmu_refresh)",
          [wr(GLOBAL_OVF_CTRL, 1 << 55), wr(GLOBAL_OVF_CTRL, 1 << 62)], host_pt=False),
@@ -278,8 +262,51 @@ CASES = [
          "KVM_GET_MSRS on /dev/kvm: only PERF_CAPABILITIES is a feature MSR here "
          "(x86.c: kvm_get_msr_feature; vmx.c: vmx_get_msr_feature), others refused",
          [feat(PERF_CAPS), feat(PEBS_ENABLE), feat(DS_AREA), feat(RTIT_CTL), feat(RELOAD_PMC[0]), feat(PERFCTR)],
-         pt=True),
+         pt=True, pt_mode=1),
+    case("rtit-pt-mode-host-guest-without-host-pt",
+         "kvm_intel.pt_mode=1 on a host without VMX PT support: hardware_setup falls back to "
+         "PT_MODE_SYSTEM, the RTIT MSRs #GP and refused, GLOBAL_OVF_CTRL bit 55 reserved",
+         [rd(RTIT_CTL), get(RTIT_CTL), wr(GLOBAL_OVF_CTRL, 1 << 55)], host_pt=False, pt=True, pt_mode=1),
+    case("pebs-without-ds",
+         "Guest CPUID without DS: DS_AREA #GP and refused (intel_is_valid_msr); a host "
+         "PERF_CAPABILITIES with the PEBS format refused (vmx.c: vmx_set_msr), accepted "
+         "without the format",
+         [rd(DS_AREA), get(DS_AREA), put(PERF_CAPS, 0x24C0), put(PERF_CAPS, 0x2000), rd(PEBS_ENABLE)], ds=False),
+    case("pebs-without-dtes64",
+         "DS but no DTES64: DS_AREA valid; PERF_CAPABILITIES with the PEBS format refused "
+         "(vmx.c: vmx_set_msr: !guest_cpuid_has(DTES64)), PEBS_ENABLE still valid from the "
+         "initial supported_perf_cap",
+         [wr(DS_AREA, 0x1000), rd(DS_AREA), put(PERF_CAPS, 0x24C0), wr(PEBS_ENABLE, 1), rd(PEBS_ENABLE)],
+         dtes64=False),
+    case("gp-counters-host-perf-clamp",
+         "Host perf with 2 GP and 1 fixed counter: the guest's 4 and 3 clamped "
+         "(intel_pmu_refresh: min with kvm_pmu_cap)",
+         [rd(PERFCTR + 1), rd(PERFCTR + 2), rd(FIXED), rd(FIXED + 1), wr(GLOBAL_CTRL, 0x100000003),
+          wr(GLOBAL_CTRL, 0x200000003)], host_gp=2, host_fixed=1),
 ]
 
-assert len({c["id"] for c in CASES}) == len(CASES)
-assert all(a["msr"] in m.MSR_NAMES for c in CASES for a in c["script"]["actions"])
+# kvm-amd is not compiled into pmusim (it exits 2 on vendor=amd): these run against the
+# model only (tests/test_pebs_pt_model.py); the AMD guest cases are pebs_pt/absent/
+AMD_CASES = [
+    case("perf-caps-amd",
+         "AMD host: supported_perf_cap 0 (svm.c: svm_hardware_setup, svm_get_msr_feature); "
+         "RDMSR 0x345 reads 0 with PDCM, KVM_SET_MSRS only 0",
+         [rd(PERF_CAPS), feat(PERF_CAPS), put(PERF_CAPS, 0x2000), put(PERF_CAPS, 0), get(PERF_CAPS)],
+         vendor="amd"),
+    case("perf-caps-amd-no-pdcm",
+         "AMD without PDCM: RDMSR 0x345 #GP (x86.c: kvm_get_msr_common)",
+         [rd(PERF_CAPS), get(PERF_CAPS)], vendor="amd", pdcm=False),
+    case("pebs-enable-amd",
+         "AMD: PEBS_ENABLE unknown (amd_is_valid_msr false, not in msrs_to_save)",
+         [rd(PEBS_ENABLE), wr(PEBS_ENABLE, 0), get(PEBS_ENABLE), put(PEBS_ENABLE, 0), feat(PEBS_ENABLE)],
+         vendor="amd"),
+    case("reload-amd",
+         "AMD: the reload MSRs unknown",
+         [rd(RELOAD_PMC[0]), get(RELOAD_FIXED[0])], vendor="amd", pt=True),
+    case("rtit-amd",
+         "AMD: the RTIT MSRs unknown (svm_get_msr -> kvm_get_msr_common)",
+         [rd(RTIT_CTL), wr(RTIT_CTL, 0), get(RTIT_STATUS), put(RTIT_BASE, 0)], vendor="amd", pt=True),
+]
+
+assert len({c["id"] for c in CASES + AMD_CASES}) == len(CASES + AMD_CASES)
+assert all(a["msr"] in m.MSR_NAMES for c in CASES + AMD_CASES for a in c["script"]["actions"])
