@@ -120,13 +120,18 @@ def test_guest_rdmsr_perf_capabilities_without_pdcm_faults(pmusim):
 
 
 def test_perf_capabilities_kvm_supports_on_61(pmusim):
-    # vmx.c vmx_get_perf_capabilities: FW_WRITES; LBR format only with an LBR stack
-    # (host_lbr=0 here); PEBS_MASK bits of the host when vmx_pebs_supported(), minus
-    # PERF_CAP_PEBS_BASELINE; bit 16 (PEBS output to PT) is not in PERF_CAP_PEBS_MASK
+    # vmx.c vmx_get_perf_capabilities: FW_WRITES; the host's LBR format with an LBR
+    # stack (pmusim's default host_lbr=32) and no arch LBR; PEBS_MASK bits of the host
+    # when vmx_pebs_supported(), minus PERF_CAP_PEBS_BASELINE; bit 16 (PEBS output to
+    # PT) is not in PERF_CAP_PEBS_MASK
     expect = FW_WRITES | 0x40 | 0x80 | (4 << 8)
-    got = results(pmusim, f"pdcm=1 pt=1 {HOST}", ("feature_get", PERF_CAPABILITIES),
-                  ("guest_rdmsr", PERF_CAPABILITIES), ("host_get", PERF_CAPABILITIES))
-    assert got == [("ok", expect)] * 3
+    acts = [("feature_get", PERF_CAPABILITIES), ("guest_rdmsr", PERF_CAPABILITIES),
+            ("host_get", PERF_CAPABILITIES)]
+    assert results(pmusim, f"pdcm=1 pt=1 {HOST}", *acts) == [("ok", expect | 0x5)] * 3
+    assert results(pmusim, f"pdcm=1 pt=1 {HOST} host_lbr=0", *acts) == [("ok", expect)] * 3
+    assert results(pmusim, f"pdcm=1 pt=1 {HOST} host_arch_lbr=1", *acts) == [("ok", expect)] * 3
+    # without PEBS in the host (vmx_pebs_supported false): FW_WRITES and LBR only
+    assert results(pmusim, f"pdcm=1 {HOST} host_pebs=0", acts[0]) == [("ok", FW_WRITES | 0x5)]
     assert not expect & PT_IDX
 
 
@@ -239,7 +244,7 @@ def test_scripts_are_independent(pmusim):
             + script(f"pdcm=1 {HOST}", ("guest_rdmsr", PERF_CAPABILITIES), index=1))
     ev = run(pmusim, text)
     res = [(e["script"], e["step"], e["value"]) for e in ev if e["op"] == "result"]
-    assert res == [(0, 0, None), (0, 1, 0), (1, 0, FW_WRITES | 0x40 | 0x80 | (4 << 8))]
+    assert res == [(0, 0, None), (0, 1, 0), (1, 0, FW_WRITES | 0x40 | 0x80 | (4 << 8) | 0x5)]
     assert [e for e in ev if e["op"] == "done"] == [{"script": 0, "op": "done"},
                                                      {"script": 1, "op": "done"}]
 
@@ -256,3 +261,29 @@ def test_malformed_input_exit_2(pmusim, text):
     done = run_raw(pmusim, text)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("pmusim: ")
+
+
+def test_uncompiled_kernel_function_is_exit_3_naming_it(pmusim):
+    # TSC_DEADLINE: kvm_get_msr_common -> kvm_get_lapic_tscdeadline_msr (lapic.c, not
+    # compiled): the generated trap names it; the earlier steps' events are kept
+    done = run_raw(pmusim, script("pdcm=1", ("guest_rdmsr", PEBS_ENABLE), ("guest_rdmsr", 0x6E0)))
+    assert done.returncode == 3
+    assert "step 1" in done.stderr and "kvm_get_lapic_tscdeadline_msr()" in done.stderr
+    assert [json.loads(ln)["step"] for ln in done.stdout.splitlines()] == [0]
+
+
+def test_lbr_format_and_lbr_msrs(pmusim):
+    # vmx_set_msr PERF_CAPABILITIES: an LBR format must equal KVM's and needs
+    # cpuid_model_is_consistent(); with it intel_pmu_refresh takes the host's LBR
+    # stack and intel_pmu_handle_lbr_msrs_access reads 0 when perf refuses the
+    # guest LBR event (pmusim's host perf refuses every event)
+    got = results(pmusim, f"pdcm=1 {HOST}",
+                  ("host_set", PERF_CAPABILITIES, FW_WRITES | 0x4),
+                  ("host_set", PERF_CAPABILITIES, FW_WRITES | 0x5),
+                  ("guest_rdmsr", 0x680), ("guest_rdmsr", 0x680 + 31), ("guest_rdmsr", 0x680 + 32),
+                  ("host_set", PERF_CAPABILITIES, FW_WRITES),
+                  ("guest_rdmsr", 0x680))
+    assert got == [("refused", None), ("ok", None), ("ok", 0), ("ok", 0), ("fault", None),
+                   ("ok", None), ("fault", None)]
+    assert results(pmusim, f"pdcm=1 {HOST} host_model=0x6a guest_model=0x55",
+                   ("host_set", PERF_CAPABILITIES, FW_WRITES | 0x5)) == [("refused", None)]

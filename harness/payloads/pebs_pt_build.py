@@ -1,7 +1,8 @@
 """Build pmusim: the kernel's own KVM Intel PMU MSR code as a user-space program.
 
 The kernel tree's arch/x86/kvm/vmx/pmu_intel.c, arch/x86/kvm/pmu.c,
-arch/x86/kvm/cpuid.c and arch/x86/lib/cpu.c are compiled whole, and so are
+arch/x86/kvm/cpuid.c, arch/x86/lib/cpu.c, lib/bitmap.c, lib/find_bit.c and
+kernel/rcu/srcutiny.c are compiled whole, and so are
 arch/x86/kvm/vmx/vmx.c and arch/x86/kvm/x86.c, each #included whole by a
 bridge (guests/pebs_pt/pmusim/bridge_vmx.c, bridge_x86.c) that exports their
 static MSR paths; perf's pt_caps[] table and intel_pt_validate_cap() are cut
@@ -14,9 +15,9 @@ kernel-side kshim.c; pmusim.c is hosted C linked with guests/lib.
 
 Every other kernel symbol the compiled files reference (vmx.c and x86.c
 reference a few hundred: the MMU, the local APIC, nested VMX, ...) gets a
-generated definition (stubs.c, written in the build folder): a function
-(referenced by a call or jump) becomes a trap that prints its name and
-aborts, anything else zeroed storage. pmusim.c's paths reach none of the
+generated definition (stubs.S, written in the build folder): a function
+(referenced by a call or jump) becomes a trap that names itself (pmusim exits
+3), anything else zeroed storage. pmusim.c's paths reach none of the
 traps; a kernel whose MSR code does is seen as exit 3 naming the function.
 
 Everything is built in a private temp folder (nothing is written into the

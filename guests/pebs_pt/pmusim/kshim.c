@@ -8,7 +8,8 @@
  * events (there is no host perf here).  The vCPU itself is made by pmusim.c
  * through pmusim_setup() below.  Kernel functions the compiled KVM files
  * reference but pmusim's paths do not reach are the builder's generated
- * traps (stubs.c: a call prints the name and aborts).
+ * definitions (stubs.S: a called function is a trap that names itself,
+ * exit 3; anything else is zeroed storage).
  */
 #include <linux/kernel.h>
 #include <linux/kvm_host.h>

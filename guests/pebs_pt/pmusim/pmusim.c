@@ -23,6 +23,9 @@
  *                                 kvm_init_pmu_capability (pmu.h);
  *   arch/x86/kvm/cpuid.c          kvm_find_cpuid_entry(_index), read by
  *                                 guest_cpuid_has and intel_pmu_refresh.
+ *   arch/x86/lib/cpu.c, lib/bitmap.c, lib/find_bit.c, kernel/rcu/srcutiny.c
+ *                                 x86_model(), __bitmap_set(), find_next_bit(),
+ *                                 __srcu_read_unlock() (kvm_msr_allowed's SRCU);
  *   arch/x86/events/intel/pt.c    pt_caps[] and intel_pt_validate_cap(), cut out
  *                                 of the tree by the builder (ptcap.c).
  *
@@ -30,8 +33,11 @@
  * MSR accessors to kshim.c; VMREAD reads 0, VMWRITE is dropped), kshim.c (the
  * host: boot_cpu_data, host MSRs, perf's x86_pmu capability / LBR / event
  * creation (always refused), and the set-up sequence: kvm_arch_hardware_setup
- * -> vCPU creation -> KVM_SET_CPUID2), the generated traps (stubs.c) for every
- * other kernel symbol the compiled files reference, and this file (the
+ * -> vCPU creation -> KVM_SET_CPUID2), the generated definitions (stubs.S) of
+ * every other kernel symbol the compiled files reference (a called function
+ * is a trap: exit 3 naming it; anything else zeroed storage, so a function
+ * only referenced by address, e.g. from vmx_x86_ops, is SIGSEGV if called:
+ * the crash note names script and step), and this file (the
  * op-script reader, the JSON events).  Contract: docs/pebs-pt-suite.md
  * section 2.
  *
@@ -54,7 +60,9 @@
  *   host_pdcm=1         boot_cpu_has(X86_FEATURE_PDCM): whether
  *                       vmx_get_perf_capabilities reads host_perf_caps at all
  *   host_pebs_ept=host_pebs   x86_pmu_capability.pebs_ept (vmx_pebs_supported)
- *   host_lbr=0          x86_perf_get_lbr() nr (LBR format bits pass only when > 0)
+ *   host_lbr=32         x86_perf_get_lbr() nr (an Ice Lake's 32-entry stack: from/to/
+ *                       info at 0x680/0x6c0/0xdc0); vmx_get_perf_capabilities passes
+ *                       the host's LBR format only when nr > 0 and no arch LBR
  *   host_arch_lbr=0     X86_FEATURE_ARCH_LBR
  *   host_rtm=0          X86_FEATURE_HLE/RTM
  *   host_model=0 guest_model=0   cpuid_model_is_consistent()
@@ -180,6 +188,7 @@ static void defaults(void)
 	pmusim_cfg.host_gp = 8;
 	pmusim_cfg.host_fixed = 4;
 	pmusim_cfg.host_pebs_ept = -1;
+	pmusim_cfg.host_lbr_nr = 32;
 	pmusim_cfg.enable_pmu = 1;
 	pmusim_cfg.pmu_version = 2;
 	pmusim_cfg.gp = 4;
