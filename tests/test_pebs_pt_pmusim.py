@@ -287,3 +287,21 @@ def test_lbr_format_and_lbr_msrs(pmusim):
                    ("ok", None), ("fault", None)]
     assert results(pmusim, f"pdcm=1 {HOST} host_model=0x6a guest_model=0x55",
                    ("host_set", PERF_CAPABILITIES, FW_WRITES | 0x5)) == [("refused", None)]
+
+
+def test_p6_evntsel_without_pmu_is_ignored_with_a_message(pmusim):
+    # x86.c kvm_set_msr_common MSR_P6_EVNTSEL0: not a valid PMU MSR (version 0) ->
+    # kvm_pr_unimpl_wrmsr (a ratelimited printk through current) and success
+    done = run_raw(pmusim, script("pdcm=1 pmu_version=0x0", ("guest_wrmsr", 0x186, 1),
+                                  ("guest_rdmsr", 0x186)))
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(ln).get("result") for ln in done.stdout.splitlines()] == ["ok", "ok", None]
+    assert "Unhandled WRMSR" in done.stderr
+
+
+def test_rtit_output_base_checks_the_guest_maxphyaddr(pmusim):
+    # vmx_set_msr RTIT_OUTPUT_BASE: kvm_vcpu_is_illegal_gpa with 36 bits (no leaf
+    # 0x80000008: cpuid_query_maxphyaddr)
+    got = results(pmusim, f"pdcm=1 pt=1 {HOST} pt_mode=1", ("guest_wrmsr", 0x560, 1 << 36),
+                  ("guest_wrmsr", 0x560, 1 << 20), ("guest_rdmsr", 0x560))
+    assert got == [("fault", None), ("ok", None), ("ok", 1 << 20)]

@@ -12,6 +12,9 @@
  * exit 3; anything else is zeroed storage).
  */
 #include <linux/kernel.h>
+#include <linux/printk.h>
+#include <linux/ratelimit.h>
+#include <linux/sched.h>
 #include <linux/kvm_host.h>
 #include <linux/perf_event.h>
 #include <asm/perf_event.h>
@@ -19,11 +22,18 @@
 #include <asm/intel_pt.h>
 #include "pmusim_api.h"
 
+int cpuid_query_maxphyaddr(struct kvm_vcpu *vcpu);
+u64 kvm_vcpu_reserved_gpa_bits_raw(struct kvm_vcpu *vcpu);
+
 /* module parameters (x86.c, vmx.c) */
 extern bool enable_pmu;
 extern int pt_mode;
 
 struct cpuinfo_x86 boot_cpu_data;
+
+/* current: the VMM's task (vcpu_unimpl() prints current->tgid) */
+static struct task_struct pmusim_task = { .pid = 1, .tgid = 1 };
+DEFINE_PER_CPU(struct task_struct *, current_task) = &pmusim_task;
 
 /* bridges */
 int pmusim_vmx_hardware_setup(int host_pt);
@@ -88,6 +98,35 @@ int pmusim_wrmsr_safe(u32 msr, u64 val)
 {
 	pmusim_note("host wrmsr_safe 0x%x <- 0x%llx (dropped)", msr, val);
 	return 0;
+}
+
+/* ---- printk, ratelimit, WARN, BUG ---- */
+int _printk(const char *fmt, ...)
+{
+	/* the format only (kernel conversions are not the C library's) */
+	pmusim_note("printk: %s", printk_skip_level(fmt));
+	return 0;
+}
+
+void __warn_printk(const char *fmt, ...)
+{
+	pmusim_note("warn: %s", printk_skip_level(fmt));
+}
+
+int ___ratelimit(struct ratelimit_state *rs, const char *func)
+{
+	return 1;  /* every message printed (printing decides nothing in the MSR paths) */
+}
+
+void pmusim_warn(const char *file, int line)
+{
+	pmusim_note("WARN at %s:%d", file, line);
+}
+
+void pmusim_bug(const char *file, int line)
+{
+	pmusim_note("BUG() at %s:%d", file, line);
+	pmusim_unexpected("BUG()");
 }
 
 /* ---- perf (arch/x86/events) as the host's driver would report ---- */
@@ -223,6 +262,11 @@ void pmusim_setup(void)
 	 * refreshes the PMU (and vmx_vcpu_after_set_cpuid() the PT configuration) */
 	vcpu->arch.cpuid_nent = guest_cpuid();
 	vcpu->arch.cpuid_entries = guest_cpuid_tab;
+	/* kvm_vcpu_after_set_cpuid()'s two lines for the guest's physical address width
+	 * (cpuid.c's own functions; no leaf 0x80000008 here: 36 bits, as the kernel's
+	 * cpuid_query_maxphyaddr() decides), read by vmx_set_msr's RTIT_OUTPUT_BASE check */
+	vcpu->arch.maxphyaddr = cpuid_query_maxphyaddr(vcpu);
+	vcpu->arch.reserved_gpa_bits = kvm_vcpu_reserved_gpa_bits_raw(vcpu);
 	pmusim_vmx_after_set_cpuid(vcpu);
 	kvm_pmu_refresh(vcpu);
 }

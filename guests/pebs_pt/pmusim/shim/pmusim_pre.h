@@ -52,5 +52,15 @@ int pmusim_wrmsr_safe(u32 msr, u64 val);
 #define rdmsrl_safe(msr, p) ({ int __pm_err; *(p) = pmusim_read_msr_safe((msr), &__pm_err); __pm_err; })
 #define wrmsrl_safe(msr, val) pmusim_wrmsr_safe((msr), (val))
 
+/* WARN and BUG report to the shim instead of executing ud2 (a WARN is noted on
+ * stderr and the code goes on, as in the kernel; BUG ends the program) */
+#include <linux/bug.h>
+void pmusim_warn(const char *file, int line);
+void pmusim_bug(const char *file, int line) __attribute__((noreturn));
+#undef __WARN_FLAGS
+#define __WARN_FLAGS(flags) pmusim_warn(__FILE__, __LINE__)
+#undef BUG
+#define BUG() pmusim_bug(__FILE__, __LINE__)
+
 #endif /* __ASSEMBLY__ */
 #endif
