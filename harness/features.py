@@ -210,6 +210,12 @@ def _load_module(spec: str, origin: str, feature: str) -> ModuleType:
 _SEV_ES_FILES = ("arch/x86/kernel/sev.c", "arch/x86/kernel/sev-shared.c", "arch/x86/lib/insn.c",
                  "arch/x86/lib/inat.c", "arch/x86/lib/insn-eval.c")
 
+# What pmusim compiles (harness/payloads/pebs_pt_build.py) and perf's PT packet decoder
+# (ptdec, harness/payloads/pebs_pt_decoders.py): the kernel's code the suite runs.
+_PEBS_PT_FILES = ("arch/x86/kvm/vmx/pmu_intel.c", "arch/x86/kvm/pmu.c", "arch/x86/kvm/cpuid.c",
+                  "arch/x86/kvm/vmx/vmx.c", "arch/x86/kvm/x86.c",
+                  "tools/perf/util/intel-pt-decoder/intel-pt-pkt-decoder.c")
+
 _DEVICE_MIGRATION = ("a vfio-pci variant driver with migration support (mlx5_vfio_pci, "
                      "hisi_acc_vfio_pci) and its device")
 
@@ -291,6 +297,22 @@ ROWS = (
         payload="guests/sev_es", runs_on="harness", builder="harness.payloads.sev_es_build:build_vcsim",
         needs_hardware="the sev_es/hardware cases: an AMD EPYC 7002+ host with SEV-ES enabled in KVM "
                        "(kvm_amd sev_es=Y, /dev/sev) and OVMF",
+        batch=100, timeout_base_s=30.0, timeout_per_action_s=0.05),
+    Feature(
+        name="pebs_pt", title="PEBS via Intel PT: PT packet decoding and KVM's PMU MSR rules",
+        # The kernel under test's KVM Intel PMU MSR code compiled into pmusim, a user-space
+        # program, against a shim (docs/pebs-pt-suite.md); its perf PT decoder into ptdec
+        # for the decoder differential. Only the feature-absent cases boot a guest: they
+        # run KVM there (kvm-amd under nested SVM here).
+        machine=frozenset({"nested"}), modules=(), config=None, guest_cases=("pebs_pt/absent/",),
+        kernel_files=_PEBS_PT_FILES, user_space_files=_PEBS_PT_FILES,
+        model="harness.reference.pebs_pt", codec="harness.payloads.pebs_pt",
+        cases="testcases/pebs_pt/pebs_pt_cases.py", strategy="testcases/pebs_pt/pebs_pt_gen.py",
+        payload="guests/pebs_pt", runs_on="harness", builder="harness.payloads.pebs_pt_build:build_pmusim",
+        needs_hardware="the pebs_pt/hardware cases: an Intel host with PEBS output to PT "
+                       "(IA32_PERF_CAPABILITIES bit 16), Intel PT, kvm_intel pt_mode=1 and a KVM "
+                       "that offers it to guests",
+        host_needs=(HostNeed("/dev/kvm", path="/dev/kvm", modules=("kvm-amd|kvm-intel",)),),
         batch=100, timeout_base_s=30.0, timeout_per_action_s=0.05),
 )
 

@@ -72,8 +72,9 @@ class CaseRecorder:
         self._record.add_finding(id, feature, title, intended, observed, mechanism,
                                  case_id or self.case_id)
 
-    def add_differential(self, feature, name, compared, implementations, disagreements):
-        self._record.add_differential(feature, name, compared, implementations, disagreements, self.case_id)
+    def add_differential(self, feature, name, compared, implementations, disagreements, counts=None):
+        self._record.add_differential(feature, name, compared, implementations, disagreements, self.case_id,
+                                      counts)
 
     def annotate(self, **fields):
         self._record.annotate(self.case_id, **fields)

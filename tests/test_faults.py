@@ -26,7 +26,7 @@ def test_unknown_feature(tmp_path):
     done = kvmconf("run", "--features", "syndbg,warpdrive", "--output", str(tmp_path / "o"))
     assert done.returncode == 2
     assert _one_line_error(done) == ("kvmconf: --features syndbg,warpdrive: unknown feature "
-                                     "'warpdrive' (known: syndbg, vfio, sev_es)")
+                                     "'warpdrive' (known: syndbg, vfio, sev_es, pebs_pt)")
 
 
 def test_kernel_path_missing_or_not_a_bzimage(tmp_path):

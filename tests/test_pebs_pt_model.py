@@ -185,7 +185,8 @@ def test_encode_lines_and_defaults():
     s = codec.normalise({"actions": [rd(PERF_CAPS), wr(PEBS_ENABLE, 1 << 61)]})
     assert codec.encode([s], first=3).decode().splitlines() == [
         "S 0x3 vendor=intel pdcm=0x1 pt=0x0 pmu_version=0x2 gp=0x4 fixed=0x3 host_perf_caps=0x164c5 "
-        "host_pebs=0x1 host_pt=0x1 host_pebs_output_pt=0x1 ds=0x1 dtes64=0x1 pt_mode=0x0 host_gp=0x8 host_fixed=0x3",
+        "host_pebs=0x1 host_pt=0x1 host_pebs_output_pt=0x1 ds=0x1 dtes64=0x1 pt_mode=0x0 host_gp=0x8 host_fixed=0x3 "
+            "host_lbr=0x0",
         "A op=guest_rdmsr msr=0x345", "A op=guest_wrmsr msr=0x3f1 value=0x2000000000000000", "E"]
     assert codec.normalise(s) == s
 

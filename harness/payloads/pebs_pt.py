@@ -136,6 +136,8 @@ def encode_head(index: int, cpu: dict) -> str:
     for k in DEFAULTS:
         if k != "vendor":
             parts.append(f"{LINE_KEYS.get(k, k)}={_n(int(cpu[k]))}")
+    # the model's shim facts pmusim must share (harness/reference/pebs_pt.py SHIM)
+    parts.append(f"host_lbr={_n(model.SHIM['lbr_nr'])}")
     return " ".join(parts)
 
 

@@ -99,13 +99,17 @@ class RunRecord:
         return out
 
     def add_differential(self, feature: str, name: str, compared: int, implementations: list[str],
-                         disagreements: dict[str, int], case_id: str) -> None:
+                         disagreements: dict[str, int], case_id: str, counts: dict | None = None) -> None:
         """run.json's `differentials`: independent implementations that decoded the same
         inputs (e.g. the kernel's instruction decoder, the model's and capstone), how many
-        inputs, and the disagreements per class (each a FAIL or a finding of the case)."""
-        self.data.setdefault("differentials", []).append(
-            {"feature": feature, "name": name, "compared": compared, "implementations": implementations,
-             "disagreements": dict(disagreements), "case": case_id})
+        inputs, and the disagreements per class (each a FAIL or a finding of the case);
+        `counts`, when given, says what the inputs held (e.g. packets per type, inputs
+        compared three ways and two ways)."""
+        entry = {"feature": feature, "name": name, "compared": compared, "implementations": implementations,
+                 "disagreements": dict(disagreements), "case": case_id}
+        if counts is not None:
+            entry["counts"] = dict(counts)
+        self.data.setdefault("differentials", []).append(entry)
         self.write()
 
     def add_finding(self, id: str, feature: str, title: str, intended: str, observed: str,

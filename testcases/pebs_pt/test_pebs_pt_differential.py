@@ -64,9 +64,9 @@ def test_decoder_differential(cid, kvmconf_ctx, kvmconf_seed, run_record):
         FEATURE, "pt-packet-decoder", outcome.compared,
         ["perf intel-pt-pkt-decoder.c (kernel under test)", "reference codec", "libipt 2.0.5"],
         {"perf-vs-codec": len(outcome.against_model),
-         **{f"perf-vs-libipt:{k}": v for k, v in outcome.libipt.items()}})
-    run_record.annotate(packets_per_type=dict(outcome.per_type),
-                        streams_three_way=outcome.three_way, streams_two_way=outcome.two_way)
+         **{f"perf-vs-libipt:{k}": v for k, v in outcome.libipt.items()}},
+        counts={"streams_three_way": outcome.three_way, "streams_two_way": outcome.two_way,
+                "packets_per_type": dict(sorted(outcome.per_type.items()))})
     for name in outcome.libipt.keys() & differential.KNOWN_LIBIPT.keys():
         known = differential.KNOWN_LIBIPT[name]
         run_record.add_finding(id=f"pebs_pt/libipt-{name.replace(':', '-').replace('/', '-')}", feature=FEATURE,

@@ -51,6 +51,18 @@ unsigned long pmusim_kvm_size(void)
 	return sizeof(struct kvm_vmx);
 }
 
+/* init_vmcs() (from vmx_vcpu_reset() at KVM_CREATE_VCPU): its PT part, the only part
+ * that is not a VMCS write: "Bit[6~0] are forced to 1, writes are ignored." */
+void pmusim_vmx_init_vmcs_pt(struct kvm_vcpu *vcpu)
+{
+	struct vcpu_vmx *vmx = to_vmx(vcpu);
+
+	if (vmx_pt_mode_is_host_guest()) {
+		memset(&vmx->pt_desc, 0, sizeof(vmx->pt_desc));
+		vmx->pt_desc.guest.output_mask = 0x7F;
+	}
+}
+
 /* vmx_vcpu_after_set_cpuid(): the PT part (the rest writes the VMCS) */
 void pmusim_vmx_after_set_cpuid(struct kvm_vcpu *vcpu)
 {

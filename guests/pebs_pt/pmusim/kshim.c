@@ -41,6 +41,7 @@ struct kvm_x86_init_ops *pmusim_vmx_init_ops(void);
 unsigned long pmusim_vcpu_size(void);
 unsigned long pmusim_kvm_size(void);
 void pmusim_vmx_after_set_cpuid(struct kvm_vcpu *vcpu);
+void pmusim_vmx_init_vmcs_pt(struct kvm_vcpu *vcpu);
 int pmusim_guest_rdmsr(struct kvm_vcpu *vcpu, u32 index, u64 *data);
 int pmusim_guest_wrmsr(struct kvm_vcpu *vcpu, u32 index, u64 data);
 int pmusim_host_get(struct kvm_vcpu *vcpu, u32 index, u64 *data);
@@ -257,6 +258,7 @@ void pmusim_setup(void)
 	vcpu = pmusim_zalloc(pmusim_vcpu_size());
 	vcpu->kvm = kvm;
 	kvm_pmu_init(vcpu);
+	pmusim_vmx_init_vmcs_pt(vcpu);
 
 	/* KVM_SET_CPUID2: kvm_set_cpuid() stores the entries, kvm_vcpu_after_set_cpuid()
 	 * refreshes the PMU (and vmx_vcpu_after_set_cpuid() the PT configuration) */
