@@ -119,7 +119,7 @@ class RunContext:
             folder = self.workdir / "harness-payloads"
             folder.mkdir(exist_ok=True)
             (folder / row.name).symlink_to(built.path)
-            self.record.data.setdefault("compiled_kernel_files", {})[row.name] = dict(built.kernel_files)
+            self.record.data.setdefault("compiled_kernel_files", {}).setdefault(row.name, {}).update(built.kernel_files)
             self.record.write()
             self._harness_sides[row.name] = HarnessSide(str(folder), self.options.output)
         return self._harness_sides[row.name]
