@@ -554,12 +554,16 @@ def _answer_of(index: int, mutate=None) -> bytes:
         b'{"script":0,"op":"done"}\n'
 
 
+# the recorded lab guest ran Debian's 6.1
+_CTX = type("Ctx", (), {"kernel": type("K", (), {"version": "6.1.0-57-amd64"})()})()
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")   # targets: kvmconf's plugin
 def test_module_pass_fail_and_skip(module):
     index = [c["id"] for c in CASES].index("pebs_pt/absent/reload-fixed2")
     case = CASES[index]
     guest = _FakeGuest(RECORDED_PROBE, _answer_of(index))
-    module.test_pebs_pt_absent(case, guest)
+    module.test_pebs_pt_absent(case, guest, _CTX)
     assert guest.uploads == [("/scratch/pebs_pt_absent", 0o700)]
 
     def refused_no_more(events):
@@ -568,7 +572,7 @@ def test_module_pass_fail_and_skip(module):
                 e["ret"] = 1
     module._ready.clear()
     with pytest.raises(KernelFailure) as failed:
-        module.test_pebs_pt_absent(case, _FakeGuest(RECORDED_PROBE, _answer_of(index, refused_no_more)))
+        module.test_pebs_pt_absent(case, _FakeGuest(RECORDED_PROBE, _answer_of(index, refused_no_more)), _CTX)
     assert "MSR_RELOAD_FIXED_CTR2 (0x130b) host_set.ret" in str(failed.value)
     assert "kvm-amd answered 0x1" in str(failed.value)
 
@@ -576,4 +580,12 @@ def test_module_pass_fail_and_skip(module):
     no_kvm = json.dumps({**json.loads(RECORDED_PROBE), "dev_kvm": False,
                          "dev_kvm_why": "No such file or directory"})
     with pytest.raises(pytest.skip.Exception, match="/dev/kvm absent on fake target"):
-        module.test_pebs_pt_absent(case, _FakeGuest(no_kvm, b""))
+        module.test_pebs_pt_absent(case, _FakeGuest(no_kvm, b""), _CTX)
+
+
+def test_a_kernel_reading_guest_caps_through_kvm_caps_faults_where_kvm_lacks_pdcm():
+    """6.14+ (guest_cpu_cap_has): PDCM forced into an AMD guest's CPUID is not PDCM to KVM."""
+    def guest_read(kernel):
+        rd = codec.predict(_case("perfcap-guest-rdmsr-with-pdcm"), {**_probe(), "kernel": kernel})[1]
+        return rd["result"]
+    assert (guest_read("6.1.0-57-amd64"), guest_read("6.18.44")) == ("ok", "fault")

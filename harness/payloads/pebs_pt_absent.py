@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.features import kernel_version
 from harness.payloads.trace import split_traces
 
 PAYLOAD = "pebs_pt_absent"
@@ -162,6 +163,12 @@ class Unmodelled(HarnessError):
 
 # ---- the facts the rules read, from the probe ----------------------------------
 
+# The kernel from which KVM reads a guest feature through guest_cpu_cap_has() (the
+# user's CPUID bit AND KVM's own caps) instead of guest_cpuid_has() (the user's bit):
+# torvalds/linux arch/x86/kvm/x86.c kvm_get_msr_common(MSR_IA32_PERF_CAPABILITIES) today.
+GUEST_CPU_CAPS_SINCE = (6, 14)
+
+
 @dataclass
 class Facts:
     vendor: str
@@ -172,6 +179,7 @@ class Facts:
     host_rdmsr: dict       # msr -> True (rdmsr_safe succeeds) / False / None
     supported: dict        # KVM_GET_SUPPORTED_CPUID bits (probe)
     feature_perf_caps: int | None
+    kernel: tuple[int, int] | None = None   # the kernel under test's version (the run's, not the probe's)
 
     @classmethod
     def of(cls, probe: dict) -> "Facts":
@@ -185,7 +193,8 @@ class Facts:
         pt_mode = probe.get("pt_mode")
         return cls(vendor, yes(probe.get("ignore_msrs")), yes(probe.get("enable_pmu")),
                    None if pt_mode is None else int(pt_mode), probe.get("host_cpuid") or {}, rd,
-                   probe.get("supported") or {}, fpc.get("value") if fpc.get("ret") == 1 else None)
+                   probe.get("supported") or {}, fpc.get("value") if fpc.get("ret") == 1 else None,
+                   kernel_version(probe.get("kernel") or ""))
 
 
 # ---- the rules -------------------------------------------------------------------
@@ -243,6 +252,11 @@ class _Vcpu:
         self.f = f
         keep = {"keep": None, "set": 1, "clear": 0}
         self.pdcm = bool(f.supported.get("pdcm") if keep[case["pdcm"]] is None else keep[case["pdcm"]])
+        if f.kernel is not None and f.kernel >= GUEST_CPU_CAPS_SINCE:
+            # cpuid.h guest_cpu_cap_has() (6.14+, in place of guest_cpuid_has() in x86.c
+            # kvm_get_msr_common() and pmu.h vcpu_get_perf_capabilities()): the guest's
+            # CPUID bit only counts where KVM itself supports the feature
+            self.pdcm = self.pdcm and bool(f.supported.get("pdcm"))
         self.pt = bool(f.supported.get("pt") if keep[case["pt"]] is None else keep[case["pt"]])
         self.ds = bool(f.supported.get("ds"))
         if f.vendor == "amd":

@@ -47,7 +47,7 @@ def _show(v) -> str:
 
 @pytest.mark.targets("qemu", "local", "ssh")
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_pebs_pt_absent(case, guest):
+def test_pebs_pt_absent(case, guest, kvmconf_ctx):
     """One case: every event the payload prints equals the 6.1 prediction."""
     remote, probe = _prepare(guest)
     if not probe.get("dev_kvm"):
@@ -56,7 +56,7 @@ def test_pebs_pt_absent(case, guest):
     if "feature_get" in case["case"]["ops"] and probe.get("get_msr_features", 0) <= 0:
         pytest.skip(f"KVM_CAP_GET_MSR_FEATURES missing on {guest.where} ({codec.PAYLOAD} --probe)")
     try:
-        predicted = codec.predict(case["case"], probe)
+        predicted = codec.predict(case["case"], {**probe, "kernel": kvmconf_ctx.kernel.version})
     except codec.Unmodelled as e:
         pytest.skip(f"not modelled: {e}")
     res = guest.run([remote], stdin=codec.encode([case["case"]]), timeout=TIMEOUT_S)
