@@ -344,7 +344,7 @@ def test_generate_follows_another_rows_scope_and_refuses_rows_without_kernel_fil
     # This row cites stimer_set_config() too, and its scope is the SynIC case only.
     assert {m.function for m in mutants} == {"stimer_set_config", "syndbg_set_msr"}
     assert sorted({m.line for m in mutants if m.function == "syndbg_set_msr"}) == [12, 23, 24]
-    assert generate.mutable_features() == ["syndbg", "vfio", "sev_es", "toy"]
+    assert generate.mutable_features() == ["syndbg", "vfio", "sev_es", "pebs_pt", "toy"]
     with pytest.raises(UsageError) as e:
         generate.generate("bare", tmp_path / "src")
     assert "bare has no kernel_files" in str(e.value) and "\n" not in str(e.value)
