@@ -16,25 +16,26 @@ EXTRA = {"KVMCONF_EXTRA_FEATURES": str(ROW)}
 
 
 def test_a_declared_but_unbuilt_or_unknown_feature_is_a_usage_error(tmp_path):
-    for name in ("pebs_pt", "kvmapi"):
+    for name in ("pebs_via_ds", "kvmapi"):
         done = kvmconf("run", "--features", name, "--output", str(tmp_path / name))
         assert done.returncode == 2
         assert done.stderr.strip().splitlines()[-1] == (
-            f"kvmconf: --features {name}: unknown feature {name!r} (known: syndbg, vfio, sev_es)")
+            f"kvmconf: --features {name}: unknown feature {name!r} (known: syndbg, vfio, sev_es, pebs_pt)")
 
 
 def test_kvmconf_list_shows_features_profiles_and_cases_without_booting():
     done = kvmconf("list", "--json", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     listing = json.loads(done.stdout)
-    assert [f["name"] for f in listing["features"]] == ["syndbg", "vfio", "sev_es"]
+    assert [f["name"] for f in listing["features"]] == ["syndbg", "vfio", "sev_es", "pebs_pt"]
     assert {f["name"]: f["profiles"] for f in listing["features"]} == {
-        "syndbg": ["mainline", "v7"], "vfio": ["6.1", "fixed"], "sev_es": ["6.1", "architectural"]}
+        "syndbg": ["mainline", "v7"], "vfio": ["6.1", "fixed"], "sev_es": ["6.1", "architectural"],
+        "pebs_pt": ["6.1", "series"]}
     ids = [c["id"] for c in listing["cases"]]
     assert "syndbg/random/op-scripts" in ids and "vfio/migration/v1-region-state-table" in ids
     assert sum(i.startswith("syndbg/") for i in ids) >= 70 and sum(i.startswith("vfio/") for i in ids) >= 70
     assert all(c["rationale"] for c in listing["cases"]), [c["id"] for c in listing["cases"] if not c["rationale"]]
-    assert kvmconf("list", "--names").stdout.split() == ["syndbg", "vfio", "sev_es"]
+    assert kvmconf("list", "--names").stdout.split() == ["syndbg", "vfio", "sev_es", "pebs_pt"]
 
 
 def test_extra_feature_is_listed_from_its_row_alone():
