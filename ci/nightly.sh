@@ -15,6 +15,7 @@ K=.venv/bin/kvmconf
 status=0
 step() { echo "== $*"; "$@" || status=1; }
 step make test TEST_ARGS="--junitxml=$OUT/project-tests.xml"
+step make test TEST_ARGS="-m nightly --junitxml=$OUT/project-tests-nightly.xml"
 step $K run --output "$OUT/debian" --label "nightly debian"
 step $K run --source /usr/src/linux-source-6.1.tar.xz --output "$OUT/source" --label "nightly linux-source-6.1"
 step $K compare "$OUT/debian" "$OUT/source"

@@ -13,6 +13,7 @@ from tests.conftest import REPO, kvmconf, load_run
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.nightly   # minutes of make test's budget: ci/nightly.sh runs it
 def test_v7_like_mutant_fails_shows_v7_evidence_and_replays(tmp_path):
     """The mutant has one of v7's rules: some traces match v7 whole, others match no
     profile, so the run's profile verdict is null (the truth), not v7."""

@@ -80,6 +80,7 @@ def test_qemu_target_passes_syndbg_and_vfio_on_debian_kernel(qemu_run):
     assert record["profile_verdict"] == {"syndbg": "mainline", "vfio": "6.1"}
 
 
+@pytest.mark.nightly   # minutes of make test's budget: ci/nightly.sh runs it
 def test_ssh_target_gives_the_qemu_verdicts_case_by_case(qemu_run, lab_host, tmp_path):
     out = tmp_path / "ssh"
     done = kvmconf("run", "--target", lab_host.target, "--ssh-key", lab_host.key, "--host-key", lab_host.host_key,

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.e2e
 STALE = "vfio/stale-bits-after-shifted-merge"
 
 
+@pytest.mark.nightly   # minutes of make test's budget: ci/nightly.sh runs it
 def test_kernel_that_fixes_the_stale_bits_matches_the_fixed_profile(tmp_path):
     patch = REPO / "ci/mutants/vfio/fix-stale-bits.patch"
     common = ["--source", str(build.DEFAULT_SOURCE), "--patch", str(patch), "--features", "vfio",
