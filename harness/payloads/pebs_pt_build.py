@@ -26,10 +26,10 @@ payload cache by the sha256 of every input.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +37,11 @@ from pathlib import Path
 from harness.cache import atomic_write_bytes, cache_root, locked, sha256_file
 from harness.errors import HarnessError
 from harness.payloads import build as payload_build
+from harness.payloads import kernel_env
 
 PMUSIM = Path(__file__).resolve().parents[2] / "guests" / "pebs_pt" / "pmusim"
 SHIM = PMUSIM / "shim"
-TIMEOUT = 600
+_run = functools.partial(kernel_env.run, "pmusim build")
 
 # The kernel files compiled (6.1 layout); the bridge that #includes a file, if any.
 KERNEL_UNITS = {
@@ -127,57 +128,7 @@ def kernel_digests(tree: Path) -> dict[str, str]:
 
 
 def _shim_sources() -> list[Path]:
-    return sorted([*PMUSIM.glob("*.c"), *PMUSIM.glob("*.h"), *SHIM.glob("*.h")])
-
-
-def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd)
-    except subprocess.TimeoutExpired:
-        raise HarnessError(f"pmusim build: {Path(argv[0]).name} timed out after {TIMEOUT} s "
-                           f"({argv[-1]})") from None
-    except FileNotFoundError:
-        raise HarnessError(f"pmusim build: {argv[0]} not found") from None
-    if done.returncode != 0:
-        lines = [ln for ln in done.stderr.splitlines() if "error" in ln.lower()]
-        lines = (lines or done.stderr.strip().splitlines() or ["(no output)"])[-5:]
-        raise HarnessError(f"pmusim build: {Path(argv[0]).name} failed: " + " | ".join(lines))
-    return done
-
-
-def _kbuild_list(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    return re.findall(r"^(?:mandatory|generic)-y\s*\+=\s*(\S+\.h)\s*$", path.read_text(), re.M)
-
-
-def _generated(tree: Path, gen: Path) -> None:
-    """The include/generated and arch/x86/include/generated a kernel build makes, for
-    the pmusim configuration (written into the private build folder only)."""
-    inc = gen / "include" / "generated"
-    arch = gen / "arch/x86/include/generated"
-    for d in (inc, arch / "asm", arch / "uapi/asm"):
-        d.mkdir(parents=True, exist_ok=True)
-    for name in ("autoconf.h", "bounds.h", "timeconst.h"):
-        (inc / name).write_bytes((SHIM / name).read_bytes())
-    for kbuild, own, dest in (
-            (tree / "include/uapi/asm-generic/Kbuild", tree / "arch/x86/include/uapi/asm", arch / "uapi/asm"),
-            (tree / "include/asm-generic/Kbuild", tree / "arch/x86/include/asm", arch / "asm"),
-            (tree / "arch/x86/include/asm/Kbuild", tree / "arch/x86/include/asm", arch / "asm")):
-        for h in _kbuild_list(kbuild):
-            if not (own / h).exists():
-                (dest / h).write_text(f"#include <asm-generic/{h}>\n")
-    lines = ["#ifndef _UAPI_ASM_UNISTD_64_H", "#define _UAPI_ASM_UNISTD_64_H"]
-    tbl = tree / "arch/x86/entry/syscalls/syscall_64.tbl"
-    if tbl.is_file():
-        for ln in tbl.read_text().splitlines():
-            f = ln.split()
-            if len(f) >= 3 and not ln.startswith("#") and f[1] in ("common", "64"):
-                lines.append(f"#define __NR_{f[2]} {f[0]}")
-    lines.append("#endif")
-    (arch / "uapi/asm/unistd_64.h").write_text("\n".join(lines) + "\n")
-    for name in ("unistd_64_x32.h", "unistd_32_ia32.h"):
-        (arch / "asm" / name).write_text("/* pmusim: 64-bit ABI only */\n")
+    return sorted([*PMUSIM.glob("*.c"), *PMUSIM.glob("*.h"), *SHIM.glob("*.h"), *kernel_env.shared_sources()])
 
 
 def _ptcap(tree: Path) -> str:
@@ -193,21 +144,6 @@ def _ptcap(tree: Path) -> str:
                       "#include <linux/bitops.h>", "#include <linux/export.h>",
                       "#include <asm/processor.h>", "#include <asm/intel_pt.h>", "",
                       m.group(0), ""])
-
-
-def _include_flags(tree: Path, gen: Path) -> list[str]:
-    gcc_inc = _run(["gcc", "-print-file-name=include"]).stdout.strip()
-    return [
-        "-isystem", gcc_inc,
-        f"-I{tree}/arch/x86/include", f"-I{gen}/arch/x86/include/generated",
-        f"-I{tree}/include", f"-I{tree}/arch/x86/include/uapi",
-        f"-I{gen}/arch/x86/include/generated/uapi", f"-I{tree}/include/uapi",
-        f"-I{gen}/include/generated/uapi", f"-I{gen}/include", f"-I{SHIM}", f"-I{gen}",
-        f"-I{tree}/{KVM_HEADER_DIR}",
-        "-include", f"{tree}/include/linux/kconfig.h",
-        "-include", f"{tree}/include/linux/compiler_types.h",
-        "-include", f"{SHIM}/pmusim_pre.h",
-    ]
 
 
 _RELOC = re.compile(r"^[0-9a-f]+\s+(R_X86_64_\w+)\s+([^\s+\-]+)", re.M)
@@ -282,7 +218,7 @@ def build_pmusim(tree: Path) -> PmuSim:
     for rel, sha in sorted(kernel_files.items()):
         digest.update(f"\0{rel}\0{sha}".encode())
     for path in _shim_sources():
-        digest.update(b"\0" + str(path.relative_to(PMUSIM)).encode() + b"\0" + path.read_bytes())
+        digest.update(b"\0" + str(path.relative_to(payload_build.GUESTS)).encode() + b"\0" + path.read_bytes())
     target = cache_root() / "payloads" / f"pmusim-{digest.hexdigest()[:16]}"
     with locked(target):
         if not target.exists():
@@ -294,8 +230,8 @@ def build_pmusim(tree: Path) -> PmuSim:
 
 def _compile(tree: Path, tmp: Path, lib: Path) -> Path:
     gen = tmp / "gen"
-    _generated(tree, gen)
-    kflags = KERNEL_CFLAGS + _include_flags(tree, gen)
+    kernel_env.generated(tree, gen, SHIM, "pmusim")
+    kflags = KERNEL_CFLAGS + kernel_env.include_flags(tree, gen, SHIM, SHIM / "pmusim_pre.h", (KVM_HEADER_DIR,))
     (gen / "ptcap.c").write_text(_ptcap(tree))
     units: list[tuple[Path, list[str]]] = []
     for rel, bridge in KERNEL_UNITS.items():

@@ -14,6 +14,7 @@ cached under the payload cache by the sha256 of every input.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -25,9 +26,11 @@ from pathlib import Path
 from harness.cache import atomic_write_bytes, cache_root, locked, sha256_file
 from harness.errors import HarnessError
 from harness.payloads import build as payload_build
+from harness.payloads import kernel_env
 
 VCSIM = Path(__file__).resolve().parents[2] / "guests" / "sev_es" / "vcsim"
 SHIM = VCSIM / "shim"
+_run = functools.partial(kernel_env.run, "vcsim build")
 
 # The kernel files that are compiled or that drive generation (6.1 layout).
 KERNEL_FILES = {
@@ -97,7 +100,7 @@ def _headers_digest(tree: Path) -> str:
 
 
 def _shim_sources() -> list[Path]:
-    return sorted([*VCSIM.glob("*.c"), *VCSIM.glob("*.h"), *SHIM.glob("*.h")])
+    return sorted([*VCSIM.glob("*.c"), *VCSIM.glob("*.h"), *SHIM.glob("*.h"), *kernel_env.shared_sources()])
 
 
 def kernel_digests(tree: Path) -> dict[str, str]:
@@ -105,52 +108,6 @@ def kernel_digests(tree: Path) -> dict[str, str]:
     out = {rel: sha256_file(path) for rel, path in _kernel_inputs(tree).items()}
     out["headers"] = _headers_digest(tree)
     return out
-
-
-def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=cwd)
-    if done.returncode != 0:
-        lines = [ln for ln in done.stderr.splitlines() if "error" in ln.lower()]
-        lines = (lines or done.stderr.strip().splitlines() or ["(no output)"])[:5]
-        raise HarnessError(f"vcsim build: {Path(argv[0]).name} failed: " + " | ".join(lines))
-    return done
-
-
-def _kbuild_list(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    return re.findall(r"^(?:mandatory|generic)-y\s*\+=\s*(\S+\.h)\s*$", path.read_text(), re.M)
-
-
-def _generated(tree: Path, gen: Path) -> None:
-    """The include/generated and arch/x86/include/generated a kernel build makes, for
-    the vcsim configuration (written into the private build folder only)."""
-    inc = gen / "include" / "generated"
-    arch = gen / "arch/x86/include/generated"
-    for d in (inc, arch / "asm", arch / "uapi/asm"):
-        d.mkdir(parents=True, exist_ok=True)
-    for name in ("autoconf.h", "bounds.h", "timeconst.h"):
-        (inc / name).write_bytes((SHIM / name).read_bytes())
-    # asm-generic wrappers (scripts/Makefile.asm-generic)
-    for kbuild, own, dest in (
-            (tree / "include/uapi/asm-generic/Kbuild", tree / "arch/x86/include/uapi/asm", arch / "uapi/asm"),
-            (tree / "include/asm-generic/Kbuild", tree / "arch/x86/include/asm", arch / "asm"),
-            (tree / "arch/x86/include/asm/Kbuild", tree / "arch/x86/include/asm", arch / "asm")):
-        for h in _kbuild_list(kbuild):
-            if not (own / h).exists():
-                (dest / h).write_text(f"#include <asm-generic/{h}>\n")
-    # syscall numbers (arch/x86/entry/syscalls/Makefile, 64-bit ABI only)
-    lines = ["#ifndef _UAPI_ASM_UNISTD_64_H", "#define _UAPI_ASM_UNISTD_64_H"]
-    tbl = tree / "arch/x86/entry/syscalls/syscall_64.tbl"
-    if tbl.is_file():
-        for ln in tbl.read_text().splitlines():
-            f = ln.split()
-            if len(f) >= 3 and not ln.startswith("#") and f[1] in ("common", "64"):
-                lines.append(f"#define __NR_{f[2]} {f[0]}")
-    lines.append("#endif")
-    (arch / "uapi/asm/unistd_64.h").write_text("\n".join(lines) + "\n")
-    for name in ("unistd_64_x32.h", "unistd_32_ia32.h"):
-        (arch / "asm" / name).write_text("/* vcsim: 64-bit ABI only */\n")
 
 
 KVM_HOOKS = ("kvm_sev_es_hcall_prepare", "kvm_sev_es_hcall_finish")
@@ -171,21 +128,6 @@ def _kvm_hooks(tree: Path) -> str:
             "\t.sev_es_hcall_prepare = kvm_sev_es_hcall_prepare,",
             "\t.sev_es_hcall_finish = kvm_sev_es_hcall_finish,", "};", ""]
     return "\n".join(out)
-
-
-def _include_flags(tree: Path, gen: Path) -> list[str]:
-    gcc_inc = subprocess.run(["gcc", "-print-file-name=include"], capture_output=True,
-                             text=True, timeout=30).stdout.strip()
-    return [
-        "-isystem", gcc_inc,
-        f"-I{tree}/arch/x86/include", f"-I{gen}/arch/x86/include/generated",
-        f"-I{tree}/include", f"-I{tree}/arch/x86/include/uapi",
-        f"-I{gen}/arch/x86/include/generated/uapi", f"-I{tree}/include/uapi",
-        f"-I{gen}/include/generated/uapi", f"-I{gen}/include", f"-I{SHIM}", f"-I{gen}",
-        "-include", f"{tree}/include/linux/kconfig.h",
-        "-include", f"{tree}/include/linux/compiler_types.h",
-        "-include", f"{SHIM}/vcsim_pre.h",
-    ]
 
 
 def check_binary(path: Path) -> list[str]:
@@ -221,7 +163,7 @@ def build_vcsim(tree: Path) -> VcSim:
     for rel, sha in sorted(kernel_files.items()):
         digest.update(f"\0{rel}\0{sha}".encode())
     for path in _shim_sources():
-        digest.update(b"\0" + str(path.relative_to(VCSIM)).encode() + b"\0" + path.read_bytes())
+        digest.update(b"\0" + str(path.relative_to(payload_build.GUESTS)).encode() + b"\0" + path.read_bytes())
     target = cache_root() / "payloads" / f"vcsim-{digest.hexdigest()[:16]}"
     with locked(target):
         if not target.exists():
@@ -237,11 +179,11 @@ def build_vcsim(tree: Path) -> VcSim:
 
 def _compile(tree: Path, tmp: Path) -> Path:
     gen = tmp / "gen"
-    _generated(tree, gen)
+    kernel_env.generated(tree, gen, SHIM, "vcsim")
     awk = _run(["awk", "-f", str(tree / KERNEL_FILES["gen-insn-attr-x86.awk"]),
                 str(tree / KERNEL_FILES["x86-opcode-map.txt"])])
     (gen / "inat-tables.c").write_text(awk.stdout)
-    kflags = KERNEL_CFLAGS + _include_flags(tree, gen)
+    kflags = KERNEL_CFLAGS + kernel_env.include_flags(tree, gen, SHIM, SHIM / "vcsim_pre.h")
     (gen / "kvm_hcall.c").write_text(_kvm_hooks(tree))
     units = [
         (VCSIM / "bridge.c", [f'-DVCSIM_SEV_C="{tree / KERNEL_FILES["sev.c"]}"']),

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * vcsim: the configuration the kernel's #VC code is compiled with (copied by
- * the builder to include/generated/autoconf.h of a private build folder).
+ * The configuration kernel files are compiled with in user space (vcsim, pmusim;
+ * harness/payloads/kernel_env.py copies it to include/generated/autoconf.h of a
+ * private build folder, followed by the program's own shim/autoconf_extra.h).
  * A uniprocessor x86-64 kernel with AMD memory encryption: per-CPU data are
  * plain variables, no paravirt indirections, no instrumentation.
  */

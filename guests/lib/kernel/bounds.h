@@ -1,4 +1,4 @@
-/* vcsim: include/generated/bounds.h (kernel/bounds.c's values for the vcsim config) */
+/* include/generated/bounds.h (kernel/bounds.c's values for the shim configuration) */
 #ifndef __LINUX_BOUNDS_H__
 #define __LINUX_BOUNDS_H__
 #define NR_PAGEFLAGS 22
