@@ -29,7 +29,7 @@
  *   arch/x86/events/intel/pt.c    pt_caps[] and intel_pt_validate_cap(), cut out
  *                                 of the tree by the builder (ptcap.c).
  *
- * What is the shim's: shim/autoconf.h (the configuration), pmusim_pre.h (host
+ * What is the shim's: guests/lib/kernel/autoconf.h + shim/autoconf_extra.h (the configuration), pmusim_pre.h (host
  * MSR accessors to kshim.c; VMREAD reads 0, VMWRITE is dropped), kshim.c (the
  * host: boot_cpu_data, host MSRs, perf's x86_pmu capability / LBR / event
  * creation (always refused), and the set-up sequence: kvm_arch_hardware_setup

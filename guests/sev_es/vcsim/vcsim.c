@@ -16,7 +16,7 @@
  * x86_platform.hyper hooks.
  *
  * What is the shim's (guests/sev_es/vcsim): the configuration and generated
- * headers (shim/autoconf.h, bounds.h, timeconst.h), shim/vcsim_pre.h (the
+ * headers (guests/lib/kernel/: autoconf.h, bounds.h, timeconst.h), shim/vcsim_pre.h (the
  * redirection of MSR/CR/XGETBV/SGDT/__pa/__get_user/__put_user/WARN/BUG
  * to the shim, and assembler macros that make vmmcall/rdmsr/wrmsr/... into
  * ud2 and hlt into a return to the trigger loop), kshim.c (page walk over
