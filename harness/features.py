@@ -304,7 +304,8 @@ ROWS = (
         # program, against a shim (docs/pebs-pt-suite.md); its perf PT decoder into ptdec
         # for the decoder differential. Only the feature-absent cases boot a guest: they
         # run KVM there (kvm-amd under nested SVM here).
-        machine=frozenset({"nested"}), modules=(), config=None, guest_cases=("pebs_pt/absent/",),
+        machine=frozenset({"nested"}), modules=(), config=None,
+        guest_cases=("pebs_pt/absent/", "pebs_pt/hardware/"),
         kernel_files=_PEBS_PT_FILES, user_space_files=_PEBS_PT_FILES,
         model="harness.reference.pebs_pt", codec="harness.payloads.pebs_pt",
         cases="testcases/pebs_pt/pebs_pt_cases.py", strategy="testcases/pebs_pt/pebs_pt_gen.py",

@@ -1,115 +1,135 @@
-"""The PEBS-via-PT hardware path (issue 13 item 5): what a host needs, and the checks of
-the PEBS records a guest's PT buffer carries.
+"""The PEBS-via-PT hardware path (issue 13 item 5): what a host needs, the capture, and
+the checks of the PEBS records a guest's PT buffer carries.
 
-* `probe_pebs_pt` reads the host: the CPU vendor, CPUID.7:EBX[25] (Intel PT),
+The payload pebs_pt_capture (guests/pebs_pt/capture/, built on guests/lib's mini VMM)
+runs on the run's target, where the KVM under test is:
+
+* `pebs_pt_capture --probe` reads the target: the CPU vendor, CPUID.7:EBX[25] (Intel PT),
   CPUID.1:ECX[15] (PDCM), IA32_PERF_CAPABILITIES (MSR 0x345, through /dev/cpu/0/msr)
   bit 16 (PEBS output to PT, PERF_CAP_PT_IDX) and its PEBS format, kvm_intel and its
   pt_mode parameter (1: host-guest, PT exposed to guests), and what KVM itself offers
   (KVM_GET_MSRS on /dev/kvm of the feature MSR PERF_CAPABILITIES: bit 16 must be there,
   which no merged KVM does: vmx.c vmx_get_perf_capabilities() never sets it);
-  `missing` names the first capability absent and where the probe read it.
-* `check_records` compares PEBS records decoded by the reference codec
-  (harness/reference/pebs_pt_codec.py: pebs_records) with what the guest programmed:
-  the counter (applicable counters), the IP inside the guest workload, the record's
-  groups and size per PEBS_DATA_CFG, and the reload value between consecutive records.
-
-The capture itself (a mini-VMM guest programming PEBS_ENABLE with PEBS_OUTPUT_PT and the
-RTIT MSRs to a ToPA buffer in its memory) needs such a host; none exists here, so the
-hardware cases SKIP with the probe's reason, and on a capable host they ERROR naming the
-missing capture rather than pass.
+  `parse_probe` reads that line and `missing` names the first capability absent.
+* A capture (`encode`, one line per case): a VM with KVM's supported CPUID and its
+  feature PERF_CAPABILITIES, whose guest programs PT to a 64 KiB ToPA region and one GP
+  counter (INST_RETIRED.ALL) with PEBS output to PT and its reset value in
+  MSR_RELOAD_PMCx, as ds.c intel_pmu_pebs_via_pt_enable() does, runs a loop of
+  2 instructions per iteration and stops; the payload prints the buffer.
+* `verdict(case, event)`: the capture's outcome. KVM refusing what it offers (a setup
+  ioctl, a guest WRMSR #GP, the RTIT MSRs unreadable, RTIT_STATUS.Error) is the kernel's
+  FAIL; so is a buffer that does not decode or records that differ from what the guest
+  programmed (`check_records`). A guest that did not finish, or a region too small, is
+  ERROR (ours or the machine's).
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import struct
-from typing import Callable
+import json
 
+from harness.errors import HarnessError, KernelFailure
+from harness.payloads.trace import split_traces
 from harness.reference import pebs_pt_codec as codec
 
+PAYLOAD = "pebs_pt_capture"
+MAX_LINE = 2 * 0x10000 + 4096          # the hex of a full 64 KiB region (json_max)
 MSR_DEV = "/dev/cpu/0/msr"
-CPUID_DEV = "/dev/cpu/0/cpuid"
 KVM_INTEL = "/sys/module/kvm_intel"
 DEV_KVM = "/dev/kvm"
-MSR_IA32_PERF_CAPABILITIES = 0x345
 PERF_CAP_PEBS_FORMAT = 0xF00
 PERF_CAP_PT_IDX = 16                 # arch/x86/include/asm/msr-index.h: PERF_CAP_PT_IDX
-KVM_GET_MSRS = 0xC008AE88            # _IOWR(KVMIO, 0x88, struct kvm_msrs)
+RTIT_STATUS_ERROR = 1 << 4           # SDM 33.2.7.4 IA32_RTIT_STATUS: Error, Stopped
+RTIT_STATUS_STOPPED = 1 << 5
+INSNS_PER_LOOP = 2                   # guests/pebs_pt/capture/capture.S: dec; jnz
+MSR_NAMES = {0x570: "IA32_RTIT_CTL", 0x571: "IA32_RTIT_STATUS", 0x560: "IA32_RTIT_OUTPUT_BASE",
+             0x561: "IA32_RTIT_OUTPUT_MASK_PTRS", 0x3F1: "IA32_PEBS_ENABLE", 0x3F2: "MSR_PEBS_DATA_CFG",
+             0x38F: "IA32_PERF_GLOBAL_CTRL", **{0x186 + n: f"IA32_PERFEVTSEL{n}" for n in range(8)},
+             **{0xC1 + n: f"IA32_PMC{n}" for n in range(8)},
+             **{0x14C1 + n: f"MSR_RELOAD_PMC{n}" for n in range(8)}}
+PROBE_KEYS = {"vendor": str, "pt": bool, "pdcm": bool, "perf_caps": (int, type(None)),
+              "msr_error": (str, type(None)), "kvm_intel": bool,
+              "pt_mode": (str, type(None)), "kvm_perf_caps": (int, type(None))}
 
 
-def _read_file(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
-def _pread(path: str, offset: int, size: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def parse_probe(stdout: bytes) -> dict:
+    """The facts `pebs_pt_capture --probe` printed (one JSON object, every key typed)."""
+    text = stdout.decode(errors="replace")
     try:
-        return os.pread(fd, size, offset)
-    finally:
-        os.close(fd)
-
-
-def read_cpuid(leaf: int, subleaf: int = 0) -> tuple[int, int, int, int]:
-    return struct.unpack("<4I", _pread(CPUID_DEV, (subleaf << 32) | leaf, 16))
-
-
-def read_msr(msr: int) -> int:
-    return struct.unpack("<Q", _pread(MSR_DEV, msr, 8))[0]
-
-
-def kvm_feature_msr(msr: int) -> int | None:
-    """KVM_GET_MSRS on /dev/kvm: the feature MSR's value KVM offers, None when refused."""
-    fd = os.open(DEV_KVM, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        buf = bytearray(struct.pack("<II", 1, 0) + struct.pack("<IIQ", msr, 0, 0))
-        done = fcntl.ioctl(fd, KVM_GET_MSRS, buf)
-        return struct.unpack_from("<Q", buf, 16)[0] if done == 1 else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _why(e: OSError) -> str:
-    return e.strerror or type(e).__name__
-
-
-def probe_pebs_pt(read: Callable[[str], str] = _read_file, cpuid=read_cpuid, rdmsr=read_msr,
-                  kvm_msr=kvm_feature_msr, exists=os.path.exists) -> dict:
-    facts: dict = {"vendor": None, "pt": None, "pdcm": None, "perf_caps": None, "cpuid_error": None,
-                   "msr_error": None, "kvm_intel": exists(KVM_INTEL), "pt_mode": None, "kvm_perf_caps": None}
-    try:
-        _, b, c, d = cpuid(0)
-        facts["vendor"] = struct.pack("<III", b, d, c).decode(errors="replace")
-        facts["pdcm"] = bool(cpuid(1)[2] >> 15 & 1)
-        facts["pt"] = bool(cpuid(7)[1] >> 25 & 1)
-    except OSError as e:
-        facts["cpuid_error"] = f"{CPUID_DEV}: {_why(e)}"
-    if facts["pdcm"]:
-        try:
-            facts["perf_caps"] = rdmsr(MSR_IA32_PERF_CAPABILITIES)
-        except OSError as e:
-            facts["msr_error"] = f"{MSR_DEV}: {_why(e)}"
-    if facts["kvm_intel"]:
-        try:
-            facts["pt_mode"] = read(f"{KVM_INTEL}/parameters/pt_mode").strip()
-        except OSError:
-            pass
-        facts["kvm_perf_caps"] = kvm_msr(MSR_IA32_PERF_CAPABILITIES) if exists(DEV_KVM) else None
+        facts = json.loads(text)
+    except ValueError:
+        facts = None
+    if not isinstance(facts, dict):
+        raise HarnessError(f"{PAYLOAD} --probe printed no JSON object: {text[:300]!r}")
+    for key, kind in PROBE_KEYS.items():
+        if key not in facts or not isinstance(facts[key], kind):
+            raise HarnessError(f"{PAYLOAD} --probe: {key!r} missing or not {kind}: {text[:300]!r}")
     return facts
+
+
+def encode(cases: list[dict]) -> bytes:
+    """The payload's input: one `capture N counter= period= loops= cfg=` line per case."""
+    return "".join(f"capture {n} counter={c['counter']} period={c['period']} loops={c['loops']} "
+                   f"cfg={c['cfg']:#x}\n" for n, c in enumerate(cases)).encode()
+
+
+def decode(stdout: bytes, count: int) -> list[dict]:
+    """The capture event of each case, strictly (harness/payloads/trace.py)."""
+    events = []
+    for n, trace in enumerate(split_traces(PAYLOAD, stdout, count, MAX_LINE)):
+        if len(trace) != 1 or trace[0]["op"] != "capture":
+            raise HarnessError(f"{PAYLOAD}: capture {n} printed {len(trace)} events, not one capture")
+        events.append(trace[0])
+    return events
+
+
+def _msr(n: int) -> str:
+    return f"{MSR_NAMES.get(n, 'MSR')} ({n:#x})"
+
+
+def verdict(case: dict, event: dict) -> int:
+    """The number of PEBS records, when the capture is what the guest programmed;
+    KernelFailure when KVM did otherwise; HarnessError when the capture did not run."""
+    cid = case["id"]
+    if event.get("setup"):
+        raise KernelFailure(f"{cid}: KVM offers PEBS output to PT but refused {event['setup']} "
+                            f"(errno {event.get('errno')})")
+    if event.get("exit"):
+        raise HarnessError(f"{cid}: the capture guest did not finish: {event['exit']}")
+    fault = event.get("fault")
+    if fault:
+        raise KernelFailure(f"{cid}: guest WRMSR {_msr(fault['msr'])} = {fault['value']:#x} in the "
+                            f"{fault['list']} raised vector {fault['vector']}, though KVM offers PEBS output to PT")
+    if event.get("mask_ptrs") is None or event.get("rtit_status") is None:
+        raise KernelFailure(f"{cid}: KVM_GET_MSRS of the vCPU's IA32_RTIT_OUTPUT_MASK_PTRS / IA32_RTIT_STATUS "
+                            f"refused, though PT is exposed to the guest")
+    status = event["rtit_status"]
+    if status & RTIT_STATUS_ERROR:
+        raise KernelFailure(f"{cid}: IA32_RTIT_STATUS {status:#x} has Error set: the guest's PT output failed")
+    if status & RTIT_STATUS_STOPPED:
+        raise HarnessError(f"{cid}: the 64 KiB ToPA region filled (IA32_RTIT_STATUS {status:#x} Stopped): "
+                           f"fewer loops or a longer period")
+    data = bytes.fromhex(event["buffer"])
+    packets, error = codec.decode(data)
+    if error:
+        raise KernelFailure(f"{cid}: the guest's PT buffer ({len(data)} bytes) does not decode: {error}")
+    try:
+        records = codec.pebs_records(packets)
+    except ValueError as e:
+        raise KernelFailure(f"{cid}: the guest's PT buffer holds a malformed PEBS record: {e}") from None
+    wrong = check_records(records, case["cfg"], case["counter"], tuple(event["workload"]),
+                          INSNS_PER_LOOP * case["loops"], case["period"])
+    if wrong:
+        raise KernelFailure(f"{cid}: {wrong}")
+    return len(records)
 
 
 def missing(facts: dict) -> str | None:
     """The first capability PEBS via PT in a KVM guest lacks here, with where it was read."""
-    if facts["cpuid_error"]:
-        return f"CPUID unreadable ({facts['cpuid_error']}; modprobe cpuid)"
     if facts["vendor"] != "GenuineIntel":
-        return f"an Intel CPU: this one is {facts['vendor']} (CPUID 0 via {CPUID_DEV})"
+        return f"an Intel CPU: this one is {facts['vendor']} (CPUID leaf 0)"
     if not facts["pt"]:
-        return f"Intel PT missing: CPUID.7:EBX[25] clear ({CPUID_DEV})"
+        return f"Intel PT missing: CPUID.7:EBX[25] clear"
     if not facts["pdcm"]:
-        return f"PDCM missing: CPUID.1:ECX[15] clear, no IA32_PERF_CAPABILITIES ({CPUID_DEV})"
+        return f"PDCM missing: CPUID.1:ECX[15] clear, no IA32_PERF_CAPABILITIES"
     if facts["perf_caps"] is None:
         return f"IA32_PERF_CAPABILITIES unreadable ({facts['msr_error']}; modprobe msr)"
     if not facts["perf_caps"] & PERF_CAP_PEBS_FORMAT:

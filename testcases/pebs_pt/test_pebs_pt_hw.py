@@ -1,29 +1,62 @@
-"""pebs_pt/hardware/*: PEBS records written into a KVM guest's Intel PT stream, on an Intel
-host whose IA32_PERF_CAPABILITIES reports PEBS output to PT and whose KVM offers it to
-guests (harness/pebs_pt_hw.py: the probe, and the record checks, tested on recorded
-buffers in tests/test_pebs_pt_hw.py). Elsewhere each case SKIPs naming the missing
-capability and where the probe read it.
+"""pebs_pt/hardware/*: PEBS records written into a KVM guest's Intel PT stream.
+
+The payload pebs_pt_capture (guests/pebs_pt/capture/) runs on the run's target, where
+the KVM under test is: its probe must find an Intel host with PEBS output to PT and a
+KVM that offers it to guests (harness/pebs_pt_hw.py missing()), else each case SKIPs
+naming the missing capability and where it was read. On such a host each case captures
+one guest's PT buffer and checks its records (counter, IP in the workload, blocks and
+size per PEBS_DATA_CFG, timestamps, records per reload period); the outcome's checks are
+tested on recorded captures in tests/test_pebs_pt_hw.py.
 """
 from __future__ import annotations
 
 import pytest
 
-from harness import pebs_pt_hw
+from harness import pebs_pt_hw as hw
 from harness.errors import HarnessError
+from harness.payloads import build as payload_build
 
-CASES = {
-    "pebs_pt/hardware/records-in-pt": "PEBS records in the guest's PT buffer: counter, IP, size per PEBS_DATA_CFG",
-    "pebs_pt/hardware/reload-period": "records per workload events match the MSR_RELOAD_PMCx period",
-}
+PAYLOAD_DIR = payload_build.GUESTS / "pebs_pt" / "capture"
+TIMEOUT_S = 120.0
+
+# One case per PEBS_DATA_CFG group set and counter; loops * 2 / period records each.
+CAPTURES = [
+    {"id": "pebs_pt/hardware/records-basic", "counter": 0, "period": 10000, "loops": 100000, "cfg": 0x0},
+    {"id": "pebs_pt/hardware/records-meminfo", "counter": 1, "period": 10000, "loops": 100000, "cfg": 0x1},
+    {"id": "pebs_pt/hardware/records-gprs", "counter": 2, "period": 20000, "loops": 100000, "cfg": 0x3},
+    {"id": "pebs_pt/hardware/reload-period", "counter": 3, "period": 3000, "loops": 30000, "cfg": 0x0},
+]
+
+_ready: dict[int, tuple[str, dict]] = {}
 
 
-@pytest.mark.parametrize("cid", list(CASES))
-def test_hardware_pebs_via_pt(cid):
-    """On a capable host: program PEBS via PT in a mini-VMM guest and check its records."""
-    reason = pebs_pt_hw.missing(pebs_pt_hw.probe_pebs_pt())
+def _prepare(guest) -> tuple[str, dict]:
+    """The payload on the target and its probe (once per target)."""
+    if id(guest) not in _ready:
+        built = payload_build.build(hw.PAYLOAD, PAYLOAD_DIR)
+        remote = f"{guest.scratch}/{hw.PAYLOAD}"
+        guest.remote.upload(str(built.path), remote, mode=0o700)
+        res = guest.run([remote, "--probe"], timeout=TIMEOUT_S)
+        if res.rc != 0:
+            raise HarnessError(f"{hw.PAYLOAD} --probe exited {res.rc} on {guest.where}: "
+                               f"{res.stderr.decode(errors='replace').strip()[-300:]}")
+        _ready.clear()
+        _ready[id(guest)] = remote, hw.parse_probe(res.stdout)
+    return _ready[id(guest)]
+
+
+@pytest.mark.targets("qemu", "local", "ssh")
+@pytest.mark.parametrize("case", CAPTURES, ids=[c["id"] for c in CAPTURES])
+def test_hardware_pebs_via_pt(case, guest):
+    """On a capable target: one guest's PT buffer, its PEBS records as programmed."""
+    remote, facts = _prepare(guest)
+    reason = hw.missing(facts)
     if reason:
-        pytest.skip(f"{reason}; {cid} needs PEBS output to Intel PT in a KVM guest")
-    # A capable host exists, but the mini-VMM guest that programs PEBS_ENABLE with
-    # PEBS_OUTPUT_PT and a ToPA buffer is not built: an honest ERROR, never a PASS.
-    raise HarnessError(f"{cid}: this host offers PEBS via PT to guests, but kvmconf's capture (a mini-VMM "
-                       f"guest programming PEBS to a ToPA buffer) is not built yet")
+        pytest.skip(f"{reason}, on {guest.where} ({hw.PAYLOAD} --probe); {case['id']} needs "
+                    f"PEBS output to Intel PT in a KVM guest")
+    res = guest.run([remote], stdin=hw.encode([case]), timeout=TIMEOUT_S)
+    if res.rc != 0:
+        raise HarnessError(f"{hw.PAYLOAD} exited {res.rc} on {guest.where}: "
+                           f"{res.stderr.decode(errors='replace').strip()[-300:]}")
+    (event,) = hw.decode(res.stdout, 1)
+    hw.verdict(case, event)
