@@ -21,10 +21,14 @@ TIMEOUT_S = 120.0
 
 # One case per PEBS_DATA_CFG group set and counter; loops * 2 / period records each.
 CAPTURES = [
-    {"id": "pebs_pt/hardware/records-basic", "counter": 0, "period": 10000, "loops": 100000, "cfg": 0x0},
-    {"id": "pebs_pt/hardware/records-meminfo", "counter": 1, "period": 10000, "loops": 100000, "cfg": 0x1},
-    {"id": "pebs_pt/hardware/records-gprs", "counter": 2, "period": 20000, "loops": 100000, "cfg": 0x3},
-    {"id": "pebs_pt/hardware/reload-period", "counter": 3, "period": 3000, "loops": 30000, "cfg": 0x0},
+    {"id": "pebs_pt/hardware/records-basic", "counter": 0, "period": 10000, "loops": 100000, "cfg": 0x0,
+     "rationale": "basic-group records only (PEBS_DATA_CFG 0) on GP counter 0: one per 10000 instructions"},
+    {"id": "pebs_pt/hardware/records-meminfo", "counter": 1, "period": 10000, "loops": 100000, "cfg": 0x1,
+     "rationale": "basic + memory-info groups on GP counter 1: blocks and record size follow PEBS_DATA_CFG"},
+    {"id": "pebs_pt/hardware/records-gprs", "counter": 2, "period": 20000, "loops": 100000, "cfg": 0x3,
+     "rationale": "basic + memory-info + GPR groups on GP counter 2 (the largest record without XMM/LBR)"},
+    {"id": "pebs_pt/hardware/reload-period", "counter": 3, "period": 3000, "loops": 30000, "cfg": 0x0,
+     "rationale": "a short MSR_RELOAD_PMC3 period: records per workload instructions match the reload value"},
 ]
 
 _ready: dict[int, tuple[str, dict]] = {}
