@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import tmpdirs
 from harness.errors import HarnessError
 from harness.guest import Guest
 from harness.guestimage import build_base, with_keys
@@ -43,9 +43,10 @@ class RunContext:
         the opened live host of a local or ssh target (closed by close())."""
         self.options, self.kernel, self.record = options, kernel, record
         self.progress = progress
-        self.workdir = Path(tempfile.mkdtemp(prefix="kvmconf-run-"))  # 0700: sockets, keys
+        self.workdir = tmpdirs.make("kvmconf-run-")  # 0700: sockets, keys; reclaimed if we are killed
         self.live = live
         self._lost = ""        # why the live host runs no more cases
+        self.lost_reason = ""  # how the last discarded guest was found
         self._guest: Guest | None = None
         self._boot_error: HarnessError | None = None
         self._harness_sides: dict[str, HarnessSide] = {}
@@ -138,13 +139,17 @@ class RunContext:
             path.write_text(f"target {self.live.where}: {why} after case {case_id}\n")
             self._lost = (f"target {self.live.where} runs no more cases: {why} after case {case_id} "
                           f"(a live host cannot be replaced; evidence: {path.name})")
+            self.lost_reason = f"target lost: {why}"
             return path
         guest, self._guest = self._guest, None
         machine = guest.machine
         if machine.running:
+            state = machine.process_state()
             evidence = machine.hang_evidence()
+            self.lost_reason = f"guest lost: QEMU {'stopped' if state.startswith('T') else 'running'} (state {state[0]})"
         else:
             evidence = f"QEMU exited ({machine.exit_description()})\nserial tail:\n{machine.serial_tail(40)}"
+            self.lost_reason = f"guest lost: QEMU exited ({machine.exit_description().split(';')[0]})"
         path = self.options.output / f"{machine.name}.lost-after-{case_id.replace('/', '_')}.txt"
         path.write_text(evidence + "\n")
         machine.kill()
@@ -167,13 +172,18 @@ class RunContext:
         self._guest = None
         return how
 
-    def close(self) -> None:
-        """End the run's machine (or undo what the run did on the live host and record
-        the check in run.json's target.cleanup) and remove the run's own folder."""
+    def close(self, kill: bool = False) -> None:
+        """End the run's machines (or undo what the run did on the live host and record
+        the check in run.json's target.cleanup) and remove the run's own folder.
+        `kill`: the run was interrupted, so the machines are killed, not powered off."""
+        machines = [g.machine for g in (self._guest, *self._extra.values()) if g is not None]
         try:
             if self.live is not None:
                 self.record.data["target"]["cleanup"] = self.live.close()
                 self.record.write()
+            elif kill:
+                for machine in machines:
+                    machine.kill()
             else:
                 self.close_guest()
         finally:
@@ -181,4 +191,7 @@ class RunContext:
                 with contextlib.suppress(HarnessError):
                     extra.poweroff()
             self._extra.clear()
+            self._guest = None
+            for machine in machines:     # whatever a failed poweroff left running
+                machine.kill()
             shutil.rmtree(self.workdir, ignore_errors=True)

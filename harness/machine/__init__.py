@@ -115,7 +115,7 @@ class Machine:
         except Exception as e:  # qemu.qmp raises several types; all mean "no QMP"
             self.kill()
             raise HarnessError(f"QEMU ({self.name}) did not connect to QMP within {qmp_timeout:.0f} s: "
-                               f"{e or type(e).__name__}; stderr: {self.qemu_stderr()}") from None
+                               f"{str(e) or type(e).__name__}; stderr: {self.qemu_stderr()}") from None
         self._qmp.settimeout(10.0)
         self._log_qmp("greeting", greeting)
 
@@ -136,7 +136,7 @@ class Machine:
         try:
             reply = self._qmp.cmd_raw(command, args or None)
         except Exception as e:
-            raise HarnessError(f"{self.name}: QMP {command}: {e or type(e).__name__}") from None
+            raise HarnessError(f"{self.name}: QMP {command}: {str(e) or type(e).__name__}") from None
         self._log_qmp("reply", reply)
         if "error" in reply:
             raise HarnessError(f"{self.name}: QMP {command}: {reply['error'].get('desc')}")
@@ -211,16 +211,28 @@ class Machine:
     def exit_description(self) -> str:
         if self.process is None or self.process.poll() is None:
             return "running"
-        return f"exit status {self.process.returncode}; stderr: {self.qemu_stderr()}"
+        rc = self.process.returncode
+        how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
+        return f"{how}; stderr: {self.qemu_stderr()}"
+
+    def process_state(self) -> str:
+        """QEMU's scheduler state from /proc (R, S, T (stopped), Z...)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except (OSError, AttributeError):
+            return "gone"
+        state = stat[stat.rfind(")") + 2:].split()[0]
+        return {"T": "T (stopped)", "t": "t (traced)", "Z": "Z (zombie)", "D": "D (uninterruptible)"}.get(state, state)
 
     def hang_evidence(self) -> str:
         """QMP state, registers and the serial tail, captured before killing."""
-        parts = []
-        with contextlib.suppress(HarnessError):
+        parts = [f"QEMU process state {self.process_state()}"]
+        try:
             parts.append(f"query-status: {self.qmp('query-status')}")
-        with contextlib.suppress(HarnessError):
             regs = self.qmp("human-monitor-command", **{"command-line": "info registers"})
             parts.append("registers:\n" + "\n".join(str(regs).splitlines()[:20]))
+        except HarnessError as e:   # a frozen QEMU (SIGSTOP) answers nothing: say so
+            parts.append(f"QMP query-status: no answer ({e})")
         parts.append("serial tail:\n" + self.serial_tail(20))
         text = "\n".join(parts)
         (self.logdir / f"{self.name}.hang.txt").write_text(text)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import features
+from harness import features, interrupt
 from harness.compare import Divergence
 from harness.errors import HarnessError, KernelFailure
 from harness.results.record import RunRecord
@@ -48,6 +48,8 @@ class KvmconfPlugin:
         self._ids: dict[str, str] = {}       # nodeid -> case id
         self._outcome: dict[str, dict] = {}  # case id -> status so far
         self.unmatched: list[str] = []       # --case patterns that select nothing
+        self.interrupted: str | None = None  # the signal that stopped the session
+        self._session = None
 
     # -- selection ----------------------------------------------------------
     def pytest_configure(self, config):
@@ -61,6 +63,19 @@ class KvmconfPlugin:
         if self.cases:
             return any(fnmatch.fnmatchcase(cid, pattern) for pattern in self.cases)
         return cid.split("/", 1)[0] in self.suites
+
+    def pytest_sessionstart(self, session):
+        self._session = session
+
+    def pytest_keyboard_interrupt(self, excinfo):
+        self.interrupted = interrupt.signame(excinfo.value)
+
+    def finish_interrupted(self, signame: str) -> None:
+        """The case the signal arrived in is ERROR (the planned ones after it stay MISS)."""
+        for cid, state in self._outcome.items():
+            if not state.get("finished"):
+                state["finished"] = True
+                self.record.finish(cid, "ERROR", f"interrupted by {signame}", time.monotonic() - state["start"])
 
     def pytest_collection_modifyitems(self, session, config, items):
         keep, drop = [], []
@@ -95,6 +110,7 @@ class KvmconfPlugin:
         cid = self._ids[item.nodeid]
         state = self._outcome[cid]
         excinfo = call.excinfo
+        lost = None
         if call.when == "call" and self.ctx.booted:
             problems, alive = self.ctx.booted.after_case(cid.split("/", 1)[0])
             lost = None if alive else self.ctx.discard_dead_guest(cid)
@@ -111,7 +127,8 @@ class KvmconfPlugin:
                 return
             if lost and report.outcome == "passed":
                 report.outcome = "failed"
-                report.longrepr = f"the guest stopped answering after the case (evidence: {lost})"
+                report.longrepr = (f"the guest stopped answering after the case; {self.ctx.lost_reason} "
+                                   f"(evidence: {lost.name})")
                 state.update(status="ERROR", reason=_one_line(report.longrepr))
                 return
         if report.skipped:
@@ -129,8 +146,11 @@ class KvmconfPlugin:
             else:
                 # Anything else is ours or the infrastructure's, never the kernel's:
                 # a HarnessError, a bug in the harness or a case (KeyError...), a
-                # fixture that broke.
-                state.update(status="ERROR", reason=_one_line(_failure_text(exc, report)))
+                # fixture that broke. A guest lost on the way says how it was found.
+                why = _failure_text(exc, report)
+                if call.when == "call" and lost:
+                    why = f"{self.ctx.lost_reason} (evidence: {lost.name}): {why}"
+                state.update(status="ERROR", reason=_one_line(why))
         elif report.passed and call.when == "call" and state["status"] is None:
             state.update(status="PASS", reason="")
 
@@ -138,9 +158,12 @@ class KvmconfPlugin:
         cid = self._ids[nodeid]
         state = self._outcome[cid]
         status = state["status"] or "ERROR"
+        state["finished"] = True
         self.record.finish(cid, status, state.get("reason") or ("" if status == "PASS" else "no outcome"),
                            time.monotonic() - state["start"], state.get("divergence"))
         self.progress(f"{status:5} {cid}")
+        if self.record.write_error and self._session is not None:
+            self._session.shouldstop = self.record.write_error
 
 
 def _failure_text(exc, report) -> str:

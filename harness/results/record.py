@@ -30,6 +30,9 @@ class RunRecord:
             "timing": {"boot_to_ready_s": None, "total_s": None},
         }
         self._by_id: dict[str, dict] = {}
+        # The first write that failed (a full disk, the folder gone): the run stops, the
+        # last good run.json stays in place and the command ends with this one line.
+        self.write_error: str | None = None
         # feature -> {"declared", "unreachable", "named", "random"}: model rule ids
         self._coverage: dict[str, dict] = {}
 
@@ -170,7 +173,12 @@ class RunRecord:
         self.data["summary"] = self.summary()
         self.data["profile_verdict"] = self.profile_verdict()
         self.data["model_coverage"] = self.model_coverage()
-        atomic_write_bytes(self.path, (json.dumps(self.data, indent=1) + "\n").encode())
+        if self.write_error:
+            return
+        try:
+            atomic_write_bytes(self.path, (json.dumps(self.data, indent=1) + "\n").encode())
+        except OSError as e:
+            self.write_error = f"--output {self.path.parent}: cannot write {self.path.name}: {e.strerror or e}"
 
 
 def load(path: Path) -> dict:
@@ -182,6 +190,19 @@ def load(path: Path) -> dict:
         raise UsageError(f"{path}: no such run record") from None
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}: not JSON ({e})") from None
+    # Found by tests/test_parser_properties.py: bytes that are not UTF-8, numbers past
+    # int's digit limit (ValueError), nesting past the parser's stack (RecursionError),
+    # a folder or a FIFO's error (OSError), and JSON that is not an object were tracebacks.
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start}), not a run record") from None
+    except (ValueError, RecursionError) as e:
+        raise UsageError(f"{path}: not JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    except OSError as e:
+        raise UsageError(f"{path}: unreadable ({e.strerror or e})") from None
+    if not isinstance(data, dict):
+        kind = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+            type(data), "null")
+        raise UsageError(f"{path}: not a run record (a JSON {kind}, not an object)")
     if data.get("schema") != SCHEMA:
-        raise UsageError(f"{path}: schema {data.get('schema')!r}, expected {SCHEMA!r}")
+        raise UsageError(f"{path}: schema {repr(data.get('schema'))[:80]}, expected {SCHEMA!r}")
     return data
