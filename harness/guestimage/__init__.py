@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_write_bytes, cache_root, locked, sha256_bytes
+from harness.cache import cache_root, load_verified, locked, sha256_bytes, store_verified
 from harness.errors import HarnessError
 from harness.guestimage import cpio
 from harness.guestimage.modules import ModuleIndex, plan
@@ -67,6 +67,15 @@ def _require(path: Path, package: str) -> Path:
     return path
 
 
+def _verifier(kernel: KernelImage):
+    """What checks the kernel's module files against the cache's record before they are
+    read and packed (Debian's unpacked package); None for modules from elsewhere."""
+    if kernel.kind != "debian":
+        return None
+    from harness.kernel import debian
+    return lambda paths: debian.verify_files(kernel, paths)
+
+
 @dataclass
 class GuestImage:
     base: Path            # cached base archive
@@ -100,7 +109,7 @@ def build_base(kernel: KernelImage, payloads: dict[str, Path], groups: list[str]
     tree.add(cpio.file("etc/nsswitch.conf", b"passwd: files\ngroup: files\n"))
     tree.add(cpio.file("init", INIT.read_bytes(), 0o755))
 
-    index = ModuleIndex(kernel.modules_dir)
+    index = ModuleIndex(kernel.modules_dir, _verifier(kernel))
     lines = []
     for spec, modules in plan(index, groups):
         for module in modules:
@@ -118,8 +127,8 @@ def build_base(kernel: KernelImage, payloads: dict[str, Path], groups: list[str]
     digest = sha256_bytes(data)
     target = cache_root() / "images" / f"{digest}.cpio"
     with locked(target):
-        if not target.exists():
-            atomic_write_bytes(target, data)
+        if not load_verified(target):
+            store_verified(target, data)
     return GuestImage(base=target, sha256=digest, modules=lines)
 
 

@@ -44,7 +44,10 @@ def _modinfo(path: Path) -> dict[str, str]:
 class ModuleIndex:
     """All modules under lib/modules/<version>/kernel, by canonical name."""
 
-    def __init__(self, modules_dir: Path | None):
+    def __init__(self, modules_dir: Path | None, verify=None):
+        """`verify(paths)`: checks module files against the cache's record before they are
+        read (harness/kernel/debian.py: verify_files), or None."""
+        self.verify = verify
         self.paths: dict[str, Path] = {}
         if modules_dir is not None:
             for path in (modules_dir / "kernel").rglob("*.ko*"):
@@ -56,6 +59,8 @@ class ModuleIndex:
         if name not in self.paths:
             return None
         if name not in self._cache:
+            if self.verify is not None:
+                self.verify([self.paths[name]])
             depends = _modinfo(self.paths[name]).get("depends", "")
             self._cache[name] = Module(name, self.paths[name],
                                        tuple(canonical(d) for d in depends.split(",") if d))

@@ -7,6 +7,12 @@ Layout under the cache folder (design section 3):
   kernel/builds/<key>/          bzImage, .config and metadata.json of one build
 The key hashes the source, the patches, the config fragments and the compiler,
 so the same inputs are a cache hit with no make at all.
+
+kernel/src/<source>/ and kernel/builds/<key>/ are folder artifacts with a manifest
+(harness/cache.py: store_verified/load_verified): a cache hit checks every file of
+the build, a build checks the source files it copies into the work tree. The work tree and the object trees
+are mutable: every build holds one lock (kernel/work/tree.lock) from choosing them until its
+output is in place, so two runs never write one tree at once (a second build waits).
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_directory, atomic_write_bytes, cache_root, locked, sha256_file
+from harness.cache import (MANIFEST, atomic_directory, atomic_write_bytes, cache_root, load_verified, locked,
+                           read_manifest, sha256_file, store_verified)
+from harness.cache import log as cache_log
 from harness.errors import HarnessError, UsageError
 from harness.kernel import KernelImage
 from harness.kernel import patches as patchlib
@@ -116,8 +124,11 @@ def _check_tree(tree: Path, source: Path) -> None:
                          f"(no top-level Makefile with VERSION, or no arch/x86)")
 
 
-def pristine_tree(source: Path) -> tuple[Path, str]:
-    """The unpacked, unmodified source and its digest."""
+def pristine_tree(source: Path, verify: bool | list[str] = False) -> tuple[Path, str]:
+    """The unpacked, unmodified source and its digest. An unpacked tarball is checked
+    against its manifest: that it is complete (the manifest is written last), or the
+    files `verify` lists, or all of them (True: 1.5 GB, 5-15 s, before a build copies
+    the whole tree); a damaged tree is unpacked again beside it and swapped in."""
     if not source.exists():
         if source == DEFAULT_SOURCE:
             subprocess.run(["apt-get", "install", "-y", "-q", "linux-source-6.1"], capture_output=True,
@@ -130,7 +141,8 @@ def pristine_tree(source: Path) -> tuple[Path, str]:
         return source.resolve(), digest
     target = cache_root() / "kernel" / "src" / digest[:24]
     with locked(target):
-        if not target.is_dir():
+        files = None if verify is True else [] if verify is False else verify
+        if not load_verified(target, files, keep=True):
             try:
                 with tarfile.open(source) as tar:
                     tops = {m.name.split("/", 1)[0] for m in tar.getmembers()[:50]}
@@ -140,6 +152,7 @@ def pristine_tree(source: Path) -> tuple[Path, str]:
                 strip = ["--strip-components=1"] if len(tops) == 1 else []
                 _run(["tar", "-xf", str(source), "-C", str(tmp), *strip], cwd=tmp)
                 _check_tree(tmp, source)
+                store_verified(tmp)
     return target, digest
 
 
@@ -151,6 +164,12 @@ def pristine_tree(source: Path) -> tuple[Path, str]:
 def _newest_dir(parent: Path, match) -> Path | None:
     found = [p for p in parent.iterdir() if p.is_dir() and match(p)] if parent.is_dir() else []
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _build_lock() -> Path:
+    """The lock every build holds for its whole length (kernel/work/tree.lock): the one
+    work tree and the object trees are chosen, written and read only under it."""
+    return cache_root() / "kernel" / "work" / "tree"
 
 
 def _work_tree() -> Path:
@@ -167,25 +186,30 @@ def _object_tree(fragments_digest: str) -> Path:
 def _sync_source(pristine: Path, work: Path) -> None:
     """Make `work` hold exactly `pristine`'s files; unchanged files keep their mtime."""
     _run(["rsync", "-rlp", "--checksum", "--delete", "--exclude=/.git", "--exclude=/.kvmconf-patches.json",
-          f"{pristine}/", f"{work}/"], cwd=work, timeout=1800)
+          f"--exclude=/{MANIFEST}", f"{pristine}/", f"{work}/"], cwd=work, timeout=1800)
 
 
-def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Patch]) -> Path:
-    """The private copy holding `pristine` with exactly `patch_list` applied.
+def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Patch],
+                       work: Path, verify=lambda files: None) -> Path:
+    """The private copy `work` holding `pristine` with exactly `patch_list` applied
+    (called under the build lock). `verify(files)` checks the pristine files it is about
+    to copy (True: all of them) against the pristine tree's manifest.
 
     Files touched by the previous patch set are restored from the pristine tree
     first (with a fresh mtime, so make rebuilds what depends on them).
     """
-    work = _work_tree()
     state_file = work / ".kvmconf-patches.json"
     if not work.is_dir():
+        verify(True)
         with atomic_directory(work) as tmp:
             _run(["cp", "-a", "--reflink=auto", f"{pristine}/.", str(tmp)], cwd=tmp)
             shutil.rmtree(tmp / ".git", ignore_errors=True)
+            (tmp / MANIFEST).unlink(missing_ok=True)
             (tmp / ".kvmconf-patches.json").write_text(json.dumps(
                 {"source": digest, "shas": [], "files": []}))
     state = json.loads(state_file.read_text())
     if state.get("source", work.name) not in (digest, digest[:24]):
+        verify(True)
         state_file.write_text(json.dumps({"source": None, "shas": [], "files": []}))
         _sync_source(pristine, work)
         state = {"source": digest, "shas": [], "files": []}
@@ -193,6 +217,7 @@ def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Pa
     wanted = [p.sha256 for p in patch_list]
     if state["shas"] == wanted:
         return work
+    verify([rel for rel in state["files"] if (pristine / rel).is_file()])
     for rel in state["files"]:
         original, copy = pristine / rel, work / rel
         if original.is_file():
@@ -208,7 +233,7 @@ def _prepare_work_tree(pristine: Path, digest: str, patch_list: list[patchlib.Pa
         except UsageError:
             # Leave the copy pristine again: restore what earlier patches touched.
             state_file.write_text(json.dumps({"source": digest, "shas": ["?"], "files": sorted(set(touched))}))
-            _prepare_work_tree(pristine, digest, [])
+            _prepare_work_tree(pristine, digest, [], work, verify)
             raise
     state_file.write_text(json.dumps({"source": digest, "shas": wanted, "files": sorted(set(touched))}))
     return work
@@ -283,50 +308,85 @@ def build(source: Path | None = None, patch_files: list[Path] = (), fragments: l
     # The series record names this invocation's inputs (file names, message-ids), which the
     # content-addressed cache does not key on; so it is never taken from the cache.
     records = series or [p.record() for p in patch_list]
-    if (out / "metadata.json").is_file():
-        return BuildResult(_image(out, records), True, time.monotonic() - start, out)
-
-    fragments_digest = hashlib.sha256("".join(sha256_file(f) for f in fragments).encode()).hexdigest()
-    with locked(_work_tree()):
-        obj = _object_tree(fragments_digest)
-        if (out / "metadata.json").is_file():  # built by a racing run meanwhile
+    with locked(out):   # held until the output is in place: a racing run of this key waits
+        if _verified_build(out):
             return BuildResult(_image(out, records), True, time.monotonic() - start, out)
-        obj.mkdir(parents=True, exist_ok=True)
-        log = obj / "build.log"
-        log.write_text("")
-        progress(f"kernel: preparing {source.name} with {len(patch_list)} patch(es)")
-        work = _prepare_work_tree(pristine, src_digest, patch_list)
-        config_sha = _configure(work, obj, fragments, log)
-        if (obj / "vmlinux").exists() and not any(
-                Path(f).name.startswith(("Kconfig", "Makefile", "Kbuild")) for p in patch_list for f in p.files):
-            # The object tree already tells which files this config builds: fail before make.
-            _check_patched_sources_built(obj, patch_list, pristine)
-        progress(f"kernel: building in {obj} (log: {log})")
-        env_make = ["make", "-C", str(work), f"O={obj}", "ARCH=x86_64", f"-j{jobs or os.cpu_count()}",
-                    f"CC={cc}", "KBUILD_BUILD_USER=kvmconf", "KBUILD_BUILD_HOST=kvmconf",
-                    "KBUILD_BUILD_TIMESTAMP=1970-01-01", "bzImage"]
-        _run(env_make, cwd=work, log=log)
-        _check_patched_sources_built(obj, patch_list)
-        seconds = time.monotonic() - start
-        with atomic_directory(out) as tmp:
-            shutil.copyfile(obj / "arch/x86/boot/bzImage", tmp / "bzImage")
-            shutil.copyfile(obj / ".config", tmp / "config")
-            # the patches themselves, for what compiles the kernel's code outside the kernel
-            # build (harness/kernel/source.py: the patched view of the tree)
-            (tmp / "patches").mkdir()
-            for i, p in enumerate(patch_list):
-                shutil.copyfile(p.path, tmp / "patches" / f"{i:03d}-{p.path.name}")
-            meta = {"key": key, "version": read_version(tmp / "bzImage"),
-                    "bzimage_sha256": sha256_file(tmp / "bzImage"),
-                    "source": {"path": str(source), "sha256": src_digest},
-                    "patches": [{"file": str(p.path), "sha256": p.sha256, "files": list(p.files),
-                                 "subject": p.subject} for p in patch_list],
-                    "series": records,
-                    "fragments": [{"file": str(f), "sha256": sha256_file(f)} for f in fragments],
-                    "config_sha256": config_sha, "compiler": compiler, "object_tree": str(obj),
-                    "build_time_s": round(seconds, 1)}
-            atomic_write_bytes(tmp / "metadata.json", (json.dumps(meta, indent=1) + "\n").encode())
-    return BuildResult(_image(out, records), False, seconds, out)
+        fragments_digest = hashlib.sha256("".join(sha256_file(f) for f in fragments).encode()).hexdigest()
+        with locked(_build_lock()):
+            seconds = _build_into(out, key, source, pristine, src_digest, patch_list, records,
+                                  fragments, fragments_digest, cc, compiler, jobs, progress, start)
+        return BuildResult(_image(out, records), False, seconds, out)
+
+
+def _build_into(out, key, source, pristine, src_digest, patch_list, records, fragments,
+                fragments_digest, cc, compiler, jobs, progress, start) -> float:
+    """make in the work and object trees, the output into `out` (under the build lock)."""
+    obj = _object_tree(fragments_digest)
+    obj.mkdir(parents=True, exist_ok=True)
+    log = obj / "build.log"
+    log.write_text("")
+    progress(f"kernel: preparing {source.name} with {len(patch_list)} patch(es)")
+    def verify(files):   # the pristine files about to be copied into the work tree
+        if source.is_file() and files:
+            pristine_tree(source, verify=files)
+    work = _prepare_work_tree(pristine, src_digest, patch_list, _work_tree(), verify)
+    config_sha = _configure(work, obj, fragments, log)
+    if (obj / "vmlinux").exists() and not any(
+            Path(f).name.startswith(("Kconfig", "Makefile", "Kbuild")) for p in patch_list for f in p.files):
+        # The object tree already tells which files this config builds: fail before make.
+        _check_patched_sources_built(obj, patch_list, pristine)
+    progress(f"kernel: building in {obj} (log: {log})")
+    env_make = ["make", "-C", str(work), f"O={obj}", "ARCH=x86_64", f"-j{jobs or os.cpu_count()}",
+                f"CC={cc}", "KBUILD_BUILD_USER=kvmconf", "KBUILD_BUILD_HOST=kvmconf",
+                "KBUILD_BUILD_TIMESTAMP=1970-01-01", "bzImage"]
+    _run(env_make, cwd=work, log=log)
+    _check_patched_sources_built(obj, patch_list)
+    seconds = time.monotonic() - start
+    with atomic_directory(out) as tmp:
+        shutil.copyfile(obj / "arch/x86/boot/bzImage", tmp / "bzImage")
+        shutil.copyfile(obj / ".config", tmp / "config")
+        # the patches themselves, for what compiles the kernel's code outside the kernel
+        # build (harness/kernel/source.py: the patched view of the tree)
+        (tmp / "patches").mkdir()
+        for i, p in enumerate(patch_list):
+            shutil.copyfile(p.path, tmp / "patches" / f"{i:03d}-{p.path.name}")
+        meta = {"key": key, "version": read_version(tmp / "bzImage"),
+                "bzimage_sha256": sha256_file(tmp / "bzImage"),
+                "source": {"path": str(source), "sha256": src_digest},
+                "patches": [{"file": str(p.path), "sha256": p.sha256, "files": list(p.files),
+                             "subject": p.subject} for p in patch_list],
+                "series": records,
+                "fragments": [{"file": str(f), "sha256": sha256_file(f)} for f in fragments],
+                "config_sha256": config_sha, "compiler": compiler, "object_tree": str(obj),
+                "build_time_s": round(seconds, 1)}
+        atomic_write_bytes(tmp / "metadata.json", (json.dumps(meta, indent=1) + "\n").encode())
+        store_verified(tmp)
+    return seconds
+
+
+def _verified_build(out: Path) -> bool:
+    """Whether builds/<key> is there and every file matches its manifest (bzImage,
+    config, metadata.json, patches: a few MB). A build from before manifests is
+    adopted when it matches the hashes its metadata.json recorded."""
+    if out.is_dir() and read_manifest(out) is None:
+        _adopt_unsealed(out)
+    return load_verified(out) is not None
+
+
+def _adopt_unsealed(out: Path) -> None:
+    try:
+        meta = json.loads((out / "metadata.json").read_text())
+        kept = sorted((out / "patches").glob("*")) if (out / "patches").is_dir() else None
+        ok = (meta["key"] == out.name and sha256_file(out / "bzImage") == meta["bzimage_sha256"]
+              and sha256_file(out / "config") == meta["config_sha256"]
+              and (kept is None       # from before the patches were kept
+                   or [sha256_file(p) for p in kept] == [p["sha256"] for p in meta["patches"]]))
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if ok:
+        store_verified(out)
+        cache_log.warning("cache: %s: a build without a %s matches its metadata.json: sealed",
+                    out, MANIFEST)
 
 
 def _image(out: Path, series: list[dict]) -> KernelImage:

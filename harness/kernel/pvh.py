@@ -17,7 +17,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from harness.cache import atomic_write_bytes, cache_root, locked
+from harness.cache import cache_root, load_verified, locked, store_verified
 from harness.kernel import KernelImage
 
 XEN_ELFNOTE_PHYS32_ENTRY = 18   # include/xen/interface/elfnote.h
@@ -62,14 +62,14 @@ def boot_file(kernel: KernelImage) -> Path:
     target = cache_root() / "pvh" / f"{kernel.sha256}.vmlinux"
     marker = target.with_suffix(".none")
     with locked(target):
-        if target.exists():
+        if load_verified(target):
             return target
-        if marker.exists():
+        if load_verified(marker):
             return kernel.bzimage
         blob = _payload(kernel.bzimage.read_bytes())
         vmlinux = _decompress(blob) if blob else None
         if vmlinux and vmlinux.startswith(b"\x7fELF") and has_pvh_note(vmlinux):
-            atomic_write_bytes(target, vmlinux)
+            store_verified(target, vmlinux)
             return target
-        atomic_write_bytes(marker, b"")
+        store_verified(marker, b"")
         return kernel.bzimage

@@ -17,7 +17,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from harness import features
-from harness.cache import atomic_write_bytes, cache_root, locked
+from harness.cache import cache_root, load_verified, locked, store_verified
 from harness.errors import HarnessError
 
 GUESTS = Path(__file__).resolve().parents[2] / "guests"
@@ -69,7 +69,7 @@ def build_lib() -> Path:
     srcs = sources(LIB)
     target = cache_root() / "payloads" / f"lib-{_digest(srcs + _files(LIB, ('.h',)))}" / "libkvmconf.a"
     with locked(target):
-        if not target.exists():
+        if not load_verified(target):
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.") as tmp:
                 objs = []
                 for src in srcs:
@@ -77,7 +77,7 @@ def build_lib() -> Path:
                     _run("payload lib", ["gcc", *CFLAGS, f"-I{LIB}", "-c", "-o", str(obj), str(src)])
                     objs.append(str(obj))
                 _run("payload lib", ["ar", "rcs", str(Path(tmp) / "libkvmconf.a"), *objs])
-                atomic_write_bytes(target, (Path(tmp) / "libkvmconf.a").read_bytes())
+                store_verified(target, Path(tmp) / "libkvmconf.a")
     return target
 
 
@@ -93,13 +93,13 @@ def build(name: str, folder: Path | str | None = None) -> Payload:
     digest = _digest(srcs + _files(folder, (".h",)), lib.parent.name)
     target = cache_root() / "payloads" / f"{name}-{digest}"
     with locked(target):
-        if not target.exists():
+        if not load_verified(target):
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.") as tmp:
                 out = Path(tmp) / name
                 _run(f"payload {name}", ["gcc", *CFLAGS, *LDFLAGS, f"-I{LIB}", f"-I{folder}",
                                          "-o", str(out), *map(str, srcs),
                                          f"-L{lib.parent}", "-lkvmconf"])
-                atomic_write_bytes(target, out.read_bytes(), 0o755)
+                store_verified(target, out, 0o755)
     return Payload(name, target, check(name, target))
 
 

@@ -34,7 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_write_bytes, cache_root, locked, sha256_file
+from harness.cache import cache_root, load_verified, locked, sha256_file, store_verified
 from harness.errors import HarnessError
 from harness.payloads import build as payload_build
 from harness.payloads import kernel_env
@@ -221,10 +221,10 @@ def build_pmusim(tree: Path) -> PmuSim:
         digest.update(b"\0" + str(path.relative_to(payload_build.GUESTS)).encode() + b"\0" + path.read_bytes())
     target = cache_root() / "payloads" / f"pmusim-{digest.hexdigest()[:16]}"
     with locked(target):
-        if not target.exists():
+        if not load_verified(target):
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.pmusim.") as tmp:
                 out = _compile(tree, Path(tmp), lib)
-                atomic_write_bytes(target, out.read_bytes(), 0o755)
+                store_verified(target, out, 0o755)
     return PmuSim(target, kernel_files)
 
 

@@ -22,13 +22,14 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_write_bytes, cache_root, locked, sha256_file
+from harness.cache import atomic_directory, cache_root, load_verified, locked, sha256_file, store_verified
 from harness.errors import DeadlineExceeded, HarnessError
 from harness.payloads import build as payload_build
 
@@ -148,9 +149,9 @@ def build_ptdec(tree: Path) -> PtDec:
     folder = cache_root() / "pebs_pt-ptdec" / digest.hexdigest()[:16]
     target = folder / "ptdec"
     with locked(folder):
-        if not target.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder, prefix=".build.") as tmp:
+        if not load_verified(folder):
+            with atomic_directory(folder) as done, \
+                    tempfile.TemporaryDirectory(dir=folder.parent, prefix=".build.") as tmp:
                 tmp = Path(tmp)
                 (tmp / "ptdec_names.h").write_text(names_h)
                 pkt_o, main_o, out = tmp / "pkt.o", tmp / "ptdec.o", tmp / "ptdec"
@@ -161,8 +162,9 @@ def build_ptdec(tree: Path) -> PtDec:
                      ["gcc", *OWN_CFLAGS, f"-I{PTDEC}", f"-I{tree / DECODER_DIR}", f"-I{tmp}",
                       "-c", "-o", str(main_o), str(PTDEC / "ptdec.c")])
                 _gcc("ptdec link", ["gcc", "-o", str(out), str(main_o), str(pkt_o)])
-                (folder / "kernel_files.json").write_text(json.dumps(digests, indent=1) + "\n")
-                atomic_write_bytes(target, out.read_bytes(), 0o755)
+                (done / "kernel_files.json").write_text(json.dumps(digests, indent=1) + "\n")
+                shutil.copy2(out, done / "ptdec")
+                store_verified(done)
     return PtDec(target, digests)
 
 
@@ -195,14 +197,12 @@ def build_ipt() -> Path:
     folder = cache_root() / "pebs_pt-ipt" / digest.hexdigest()[:16]
     target = folder / "ipt"
     with locked(folder):
-        if not target.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder, prefix=".build.") as tmp:
-                out = Path(tmp) / "ipt"
+        if not load_verified(folder):
+            with atomic_directory(folder) as done:
                 _gcc("ipt build (ipt.c)",
-                     ["gcc", *OWN_CFLAGS, f"-I{PTDEC}", "-o", str(out), str(IPT / "ipt.c"),
+                     ["gcc", *OWN_CFLAGS, f"-I{PTDEC}", "-o", str(done / "ipt"), str(IPT / "ipt.c"),
                       *IPT_LIBS])
-                atomic_write_bytes(target, out.read_bytes(), 0o755)
+                store_verified(done)
     return target
 
 

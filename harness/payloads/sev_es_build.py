@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_write_bytes, cache_root, locked, sha256_file
+from harness.cache import cache_root, load_verified, locked, sha256_file, store_verified
 from harness.errors import HarnessError
 from harness.payloads import build as payload_build
 from harness.payloads import kernel_env
@@ -166,14 +166,14 @@ def build_vcsim(tree: Path) -> VcSim:
         digest.update(b"\0" + str(path.relative_to(payload_build.GUESTS)).encode() + b"\0" + path.read_bytes())
     target = cache_root() / "payloads" / f"vcsim-{digest.hexdigest()[:16]}"
     with locked(target):
-        if not target.exists():
+        if not load_verified(target):
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.vcsim.") as tmp:
                 out = _compile(tree, Path(tmp))
                 bad = check_binary(out)
                 if bad:
                     raise HarnessError("vcsim: the binary contains privileged instructions: "
                                        + "; ".join(bad[:5]))
-                atomic_write_bytes(target, out.read_bytes(), 0o755)
+                store_verified(target, out, 0o755)
     return VcSim(target, kernel_files)
 
 

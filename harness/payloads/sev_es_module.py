@@ -37,7 +37,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from harness.cache import atomic_directory, cache_root, locked, sha256_file
+from harness.cache import atomic_directory, cache_root, load_verified, locked, sha256_file, store_verified
 from harness.errors import HarnessError
 from harness.kernel import KernelImage
 
@@ -198,20 +198,25 @@ def header_packages(kernel: KernelImage) -> tuple[list[str], str]:
     return names, version
 
 
-def fetch_headers(kernel: KernelImage) -> tuple[Path, dict[str, dict[str, str]]]:
+def fetch_headers(kernel: KernelImage, full: bool = False) -> tuple[Path, dict[str, dict[str, str]]]:
     """Unpack the kernel's header packages into the cache (once).
 
-    Returns the object tree to `make -C` and {package: {"version", "sha256"}}."""
+    The download and the tree are folder artifacts with manifests (harness/cache.py):
+    a reuse checks packages.json, or with `full` (before make reads the headers) every
+    file; a damaged tree is unpacked again. Returns the object tree to `make -C` and
+    {package: {"version", "sha256"}}."""
     names, version = header_packages(kernel)
     root = cache_root() / "sev_es-module" / "headers" / f"{kernel.version}_{version}"
     tree = root / "tree"
     objtree = tree / "usr/src" / names[0]
     with locked(root):
-        if not (tree / "packages.json").is_file():
-            with atomic_directory(root / "download") as tmp:
-                _run(f"apt-get download {' '.join(names)} ({version})",
-                     ["apt-get", "download", *(f"{n}={version}" for n in names)],
-                     _TIMEOUT_APT, cwd=tmp, error=HeadersUnavailable)
+        if not load_verified(tree, None if full else ["packages.json"]):
+            if not load_verified(root / "download"):
+                with atomic_directory(root / "download") as tmp:
+                    _run(f"apt-get download {' '.join(names)} ({version})",
+                         ["apt-get", "download", *(f"{n}={version}" for n in names)],
+                         _TIMEOUT_APT, cwd=tmp, error=HeadersUnavailable)
+                    store_verified(tmp)
             packages = {}
             with atomic_directory(tree) as tmp:
                 for name in names:
@@ -224,6 +229,7 @@ def fetch_headers(kernel: KernelImage) -> tuple[Path, dict[str, dict[str, str]]]
                     packages[name] = {"version": version, "sha256": sha256_file(debs[0])}
                 _point_at_unpacked_common(tmp / "usr/src" / names[0], tree / "usr/src")
                 (tmp / "packages.json").write_text(json.dumps(packages, indent=1) + "\n")
+                store_verified(tmp)
     packages = json.loads((tree / "packages.json").read_text())
     # Debian's object tree names its release in .kernelvariables (include/config/
     # kernel.release holds the upstream 6.1.x there).
@@ -331,9 +337,11 @@ def build_module(kernel: KernelImage) -> Path:
     out = cache_root() / "sev_es-module" / _key(packages, compiler)
     ko = out / f"{MODULE_NAME}.ko"
     with locked(out):
-        if not ko.is_file():
+        if not load_verified(out):
+            objtree, _ = fetch_headers(kernel, full=True)   # every header make reads, checked
             with atomic_directory(out) as tmp:
                 _compile(objtree, tmp, kernel, packages, compiler)
+                store_verified(tmp)
     check_vermagic(ko, kernel)
     return ko
 
