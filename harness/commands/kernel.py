@@ -6,6 +6,7 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
+from harness.commands import argtypes as t
 from harness.commands.common import err
 from harness.errors import UsageError
 
@@ -79,13 +80,16 @@ def build_kernel(args):
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", help=f"kernel tarball or tree (default {'/usr/src/linux-source-6.1.tar.xz'})")
-    p.add_argument("--patch", action="append", default=[], help="-p1 patch, applied in order; repeatable")
-    p.add_argument("--config", action="append", default=[],
+    p.add_argument("--source", type=t.kernel_source,
+                   help=f"kernel tarball or tree (default {'/usr/src/linux-source-6.1.tar.xz'})")
+    p.add_argument("--patch", action="append", default=[], type=t.patch_file,
+                   help="-p1 patch, applied in order; repeatable")
+    p.add_argument("--config", action="append", default=[], type=t.config_fragment,
                    help="config fragment merged after the project's own; repeatable")
-    p.add_argument("--series", help="mbox or format-patch folder: its patches are applied after --patch")
-    p.add_argument("--revision", type=int, help="revision of --series to apply (default: the newest)")
-    p.add_argument("--series-prefix", type=int, help="apply only the first N patches of --series")
+    p.add_argument("--series", type=t.series_source,
+                   help="mbox or format-patch folder: its patches are applied after --patch")
+    p.add_argument("--revision", type=t.positive_int, help="revision of --series to apply (default: the newest)")
+    p.add_argument("--series-prefix", type=t.non_negative_int, help="apply only the first N patches of --series")
 
 
 def cmd_kernel_build(args) -> int:

@@ -14,20 +14,22 @@ from pathlib import Path
 
 from rich.table import Table
 
+from harness.commands import argtypes as t
 from harness.commands.common import REPO, err, out, output_dir
 from harness.errors import UsageError
 
 
 def add_mutate_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", help="comma list (default: every registered feature with kernel_files)")
-    p.add_argument("--source", help="kernel source (default: linux-source-6.1)")
-    p.add_argument("--limit", type=int, help="sample this many generated mutants per feature")
-    p.add_argument("--seed", type=int, default=0, help="sampling and run seed (default 0)")
+    p.add_argument("--features", type=t.feature_list,
+                   help="comma list (default: every registered feature with kernel_files)")
+    p.add_argument("--source", type=t.kernel_source, help="kernel source (default: linux-source-6.1)")
+    p.add_argument("--limit", type=t.non_negative_int, help="sample this many generated mutants per feature")
+    p.add_argument("--seed", type=t.integer, default=0, help="sampling and run seed (default 0)")
     p.add_argument("--hand-written-only", action="store_true", help="only ci/mutants/<feature>/*.patch")
-    p.add_argument("--patch", action="append", default=[],
+    p.add_argument("--patch", action="append", default=[], type=t.patch_file,
                    help="hand-written mutant patch, instead of ci/mutants/<feature>/*.patch (one feature); "
                         "repeatable")
-    p.add_argument("--output", help="campaign folder (default: results/mutate-<time>)")
+    p.add_argument("--output", type=t.output_folder, help="campaign folder (default: results/mutate-<time>)")
 
 
 def _hand_written(args, features: list[str]) -> list:

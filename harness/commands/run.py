@@ -16,6 +16,7 @@ from rich.table import Table
 
 import harness
 from harness import features as registry
+from harness.commands import argtypes as t
 from harness.commands.common import (REPO, TESTCASES, err, git_describe, out, output_dir,
                                      parse_features, parse_profiles, suites as known_suites)
 from harness.commands.kernel import add_build_options, resolve_kernel
@@ -25,34 +26,39 @@ from harness import targets
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", help="bzImage of the kernel under test (default: Debian's package)")
+    p.add_argument("--kernel", type=t.bzimage, help="bzImage of the kernel under test (default: Debian's package)")
     add_build_options(p)
-    p.add_argument("--modules", help="its modules: lib/modules/<version> or a root containing it")
-    p.add_argument("--features", help="comma list of registered features (kvmconf list; default: all)")
-    p.add_argument("--suite", action="append", default=[], help="smoke or a feature; repeatable")
-    p.add_argument("--case", action="append", default=[], help="case id or glob; repeatable")
+    p.add_argument("--modules", type=t.existing_dir,
+                   help="its modules: lib/modules/<version> or a root containing it")
+    p.add_argument("--features", type=t.feature_list,
+                   help="comma list of registered features (kvmconf list; default: all)")
+    p.add_argument("--suite", action="append", default=[], type=t.suite_name,
+                   help="smoke or a feature; repeatable")
+    p.add_argument("--case", action="append", default=[], type=t.case_pattern, help="case id or glob; repeatable")
     p.add_argument("--user-space-only", action="store_true",
                    help="only features whose payload is built from the kernel's source, without the "
                         "cases of theirs that run in a guest: no kernel is built or booted")
-    p.add_argument("--profile", action="append", default=[], help="model profile FEATURE=NAME")
-    p.add_argument("--output", help="run folder (default: results/<run-id>)")
-    p.add_argument("--seed", type=int, help="seed of the random op-scripts (default: random)")
+    p.add_argument("--profile", action="append", default=[], type=t.profile, help="model profile FEATURE=NAME")
+    p.add_argument("--output", type=t.output_folder, help="run folder (default: results/<run-id>)")
+    p.add_argument("--seed", type=t.integer, help="seed of the random op-scripts (default: random)")
     p.add_argument("--label", default="", help="free text recorded in run.json")
     p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
-    p.add_argument("--boot-timeout", type=float, default=120.0, help="seconds (default 120)")
-    p.add_argument("--history", help="SQLite history (default: results/history.sqlite)")
-    p.add_argument("--append", default="", help="extra kernel command line for the guest")
+    p.add_argument("--boot-timeout", type=t.positive_float, default=120.0, help="seconds (default 120)")
+    p.add_argument("--history", type=t.history_db, help="SQLite history (default: results/history.sqlite)")
+    p.add_argument("--append", default="", type=t.shell_words, help="extra kernel command line for the guest")
     add_target_options(p)
 
 
 def add_target_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default="qemu",
+    p.add_argument("--target", default="qemu", type=t.target,
                    help="qemu (a guest kvmconf boots; default), local (this machine's running kernel, "
                         "as root) or ssh://[USER@]HOST[:PORT] (an existing machine)")
-    p.add_argument("--ssh-key", help="ssh target: the private key (default: the agent and ~/.ssh keys)")
-    p.add_argument("--host-key", help="ssh target: the host's public key line or a file with it "
+    p.add_argument("--ssh-key", type=t.ssh_private_key,
+                   help="ssh target: the private key (default: the agent and ~/.ssh keys)")
+    p.add_argument("--host-key", type=t.host_key, help="ssh target: the host's public key line or a file with it "
                                       "(default: known_hosts; never accepted blindly)")
-    p.add_argument("--vfio-device", help="local/ssh target: the PCI device (DDDD:BB:DD.F) VFIO cases may use; "
+    p.add_argument("--vfio-device", type=t.pci_address,
+                   help="local/ssh target: the PCI device (DDDD:BB:DD.F) VFIO cases may use; "
                                          "bound to vfio-pci for the run and given back afterwards")
     p.add_argument("--allow-module-changes", action="store_true",
                    help="local/ssh target: kvmconf may load the modules features need (unloaded "

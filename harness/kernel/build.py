@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import re
 import shutil
 import subprocess
 import tarfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +126,15 @@ def _check_tree(tree: Path, source: Path) -> None:
                          f"(no top-level Makefile with VERSION, or no arch/x86)")
 
 
+def tar_error(e: BaseException) -> str:
+    """tarfile's error in one line: "file could not be opened successfully:" lists one
+    line per compression method; the last (plain tar) tells what is wrong."""
+    lines = [l.strip(" -") for l in str(e).splitlines() if l.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0][:-1]}: {lines[-1]}"
+    return lines[0] if lines else type(e).__name__
+
+
 def pristine_tree(source: Path, verify: bool | list[str] = False) -> tuple[Path, str]:
     """The unpacked, unmodified source and its digest. An unpacked tarball is checked
     against its manifest: that it is complete (the manifest is written last), or the
@@ -146,8 +157,10 @@ def pristine_tree(source: Path, verify: bool | list[str] = False) -> tuple[Path,
             try:
                 with tarfile.open(source) as tar:
                     tops = {m.name.split("/", 1)[0] for m in tar.getmembers()[:50]}
-            except (tarfile.TarError, OSError) as e:
-                raise UsageError(f"--source {source}: not a readable tarball ({e})") from None
+            # a truncated or corrupt compressed stream raises EOFError, zlib.error or
+            # LZMAError, not a TarError: those were a traceback (issue 14, item 6)
+            except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+                raise UsageError(f"--source {source}: not a readable tarball ({tar_error(e)})") from None
             with atomic_directory(target) as tmp:
                 strip = ["--strip-components=1"] if len(tops) == 1 else []
                 _run(["tar", "-xf", str(source), "-C", str(tmp), *strip], cwd=tmp)

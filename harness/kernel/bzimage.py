@@ -1,6 +1,7 @@
 """A bzImage given with --kernel: validate it and read its version string."""
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from harness.kernel import KernelImage
 # Documentation/x86/boot.rst: boot_flag 0xAA55 at 0x1fe, header magic "HdrS"
 # at 0x202, kernel_version pointer (relative to 0x200) at 0x20e.
 _BOOT_FLAG, _MAGIC, _VERSION_PTR = 0x1FE, 0x202, 0x20E
+# setup_sects at 0x1f1, syssize at 0x1f4, the boot protocol version at 0x206
+_SETUP_SECTS, _SYSSIZE, _PROTOCOL = 0x1F1, 0x1F4, 0x206
 
 
 def read_version(path: Path) -> str:
@@ -20,6 +23,17 @@ def read_version(path: Path) -> str:
     if len(head) < 0x210 or struct.unpack_from("<H", head, _BOOT_FLAG)[0] != 0xAA55 \
             or head[_MAGIC:_MAGIC + 4] != b"HdrS":
         raise UsageError(f"--kernel {path}: not a bzImage (no x86 boot header)")
+    # A truncated bzImage passed the header check and failed only at boot: the header
+    # tells the size of the setup (setup_sects, 0 meaning 4) and of the protected-mode
+    # kernel (syssize, in 16-byte units; boot protocol 2.04+).
+    setup_sects = head[_SETUP_SECTS] or 4
+    protocol = struct.unpack_from("<H", head, _PROTOCOL)[0]
+    expected = (setup_sects + 1) * 512 + (struct.unpack_from("<I", head, _SYSSIZE)[0] * 16
+                                           if protocol >= 0x204 else 0)
+    size = os.path.getsize(path)
+    if size < expected:
+        raise UsageError(f"--kernel {path}: truncated bzImage ({size} of the {expected} bytes "
+                         f"its header gives)")
     offset = struct.unpack_from("<H", head, _VERSION_PTR)[0] + 0x200
     text = head[offset:offset + 256].split(b"\0", 1)[0].decode("ascii", "replace")
     return text.split(" ", 1)[0]

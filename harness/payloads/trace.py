@@ -28,7 +28,9 @@ def split_traces(payload: str, stdout: bytes, count: int, max_line: int, first: 
             raise HarnessError(f"{where} is longer than {max_line} bytes")
         try:
             event = json.loads(raw)
-        except ValueError as e:
+        # RecursionError: nesting past json's stack (b"[" * 5000, within max_line), found by
+        # tests/test_parser_properties.py; it was a traceback
+        except (ValueError, RecursionError) as e:
             raise HarnessError(f"{where} is not JSON ({e}): {raw[:200]!r}") from None
         if not isinstance(event, dict) or "error" in event or not isinstance(event.get("op"), str):
             raise HarnessError(f"{where} is not an event: {raw[:200]!r}")

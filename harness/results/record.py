@@ -190,9 +190,10 @@ def load(path: Path) -> dict:
         raise UsageError(f"{path}: no such run record") from None
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}: not JSON ({e})") from None
-    # Found by tests/test_parser_properties.py: bytes that are not UTF-8, numbers past
-    # int's digit limit (ValueError), nesting past the parser's stack (RecursionError),
-    # a folder or a FIFO's error (OSError), and JSON that is not an object were tracebacks.
+    # Found by tests/test_parser_properties.py, each was a traceback: bytes that are not
+    # UTF-8 (b"\x80"), a number past int's 4300-digit limit (ValueError), nesting past
+    # json's stack (b"[" * 1990: RecursionError), JSON that is not an object (b"null").
+    # OSError: a run.json that is a folder, say.
     except UnicodeDecodeError as e:
         raise UsageError(f"{path}: not UTF-8 text (byte {e.start}), not a run record") from None
     except (ValueError, RecursionError) as e:

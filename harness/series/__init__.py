@@ -107,6 +107,19 @@ def _body(msg: EmailMessage) -> str:
         return part.get_payload(decode=True).decode("utf-8", "replace")
 
 
+def _header(msg: EmailMessage, name: str, where: str) -> str:
+    """A header's text ("" when absent). email.policy.default parses a header when it is
+    read, and a malformed one ("From: <", "Message-ID: <") raised IndexError or
+    HeaderParseError out of email.headerregistry (found by tests/test_parser_properties.py):
+    that is the input's error, named with the file."""
+    try:
+        value = msg.get(name)
+        return "" if value is None else str(value)
+    except Exception as e:      # the email package raises several kinds for a bad header
+        raise UsageError(f"{where}: unparsable {name} header ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:80]})") from None
+
+
 def _ids(value: str | None) -> list[str]:
     return re.findall(r"<([^>]+)>", value or "")
 
@@ -116,35 +129,36 @@ def load(path: Path) -> tuple[list[Series], bool]:
     path = Path(path)
     messages, is_digest = _read_messages(path)
     covers: dict[str, Revision] = {}
-    loose: list[tuple[EmailMessage, b4.LoreSubject]] = []
+    loose: list[tuple[EmailMessage, b4.LoreSubject, str]] = []
     revisions: list[Revision] = []
     for index, msg in enumerate(messages, 1):
-        raw_subject = msg.get("Subject")
+        where = f"{path}: message {index}"
+        raw_subject = _header(msg, "Subject", where)
         if not raw_subject:
             raise UsageError(f"{path}: message {index} has no Subject")
         subject = b4.LoreSubject(" ".join(str(raw_subject).split()))
         if subject.reply or not subject.patch:
             continue
         if subject.counter == 0:
-            name, addr = parseaddr(str(msg.get("From", "")))
+            name, addr = parseaddr(_header(msg, "From", where))
             rev = Revision(subject.revision, subject.subject, f"{name} <{addr}>".strip(),
-                           str(msg.get("Date", "")), (_ids(msg.get("Message-ID")) or [None])[0],
+                           _header(msg, "Date", where), (_ids(_header(msg, "Message-ID", where)) or [None])[0],
                            _body(msg), subject.expected)
             revisions.append(rev)
             if rev.cover_message_id:
                 covers[rev.cover_message_id] = rev
         else:
-            loose.append((msg, subject))
-    for msg, subject in loose:
-        parents = _ids(msg.get("In-Reply-To")) + _ids(msg.get("References"))
+            loose.append((msg, subject, where))
+    for msg, subject, where in loose:
+        parents = _ids(_header(msg, "In-Reply-To", where)) + _ids(_header(msg, "References", where))
         target = next((covers[p] for p in parents if p in covers), None)
-        name, addr = parseaddr(str(msg.get("From", "")))
+        name, addr = parseaddr(_header(msg, "From", where))
         author = f"{name} <{addr}>".strip()
         if target is None:
             target = next((r for r in revisions if r.author == author and r.revision == subject.revision
                            and r.expected == subject.expected), None)
         if target is None:  # no cover letter: the first patch names the series
-            target = Revision(subject.revision, subject.subject, author, str(msg.get("Date", "")), None,
+            target = Revision(subject.revision, subject.subject, author, _header(msg, "Date", where), None,
                               "", subject.expected)
             revisions.append(target)
         body = _body(msg)
@@ -152,7 +166,7 @@ def load(path: Path) -> tuple[list[Series], bool]:
         if match is None and not is_digest:
             raise UsageError(f"{path}: message '{subject.full_subject}' has no diff")
         target.patches.append(PatchMail(subject.counter, subject.expected, subject.subject,
-                                        (_ids(msg.get("Message-ID")) or [None])[0],
+                                        (_ids(_header(msg, "Message-ID", where)) or [None])[0],
                                         body[match.start():] if match else ""))
     for rev in revisions:
         rev.patches.sort(key=lambda p: p.counter)

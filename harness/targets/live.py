@@ -59,7 +59,8 @@ class LiveOptions:
 def parse_host_key(value: str) -> paramiko.PKey:
     """--host-key: an OpenSSH public key line (TYPE BASE64 [comment]), a known_hosts
     line (HOSTS TYPE BASE64), or a file holding one."""
-    text = Path(value).read_text() if Path(value).is_file() else value
+    # errors="replace": a file that is not UTF-8 is a bad key, not a traceback (issue 14)
+    text = Path(value).read_text(errors="replace") if Path(value).is_file() else value
     for line in text.splitlines():
         words = line.split()
         for i, word in enumerate(words[:-1]):
