@@ -3,7 +3,8 @@
 # Debian's kernel and on linux-source-6.1 built from source, the mutation
 # campaign of every registered feature with kernel files (its unmutated kernel
 # first, then each hand-written mutant of ci/mutants/<feature>/ and each
-# generated one, each run once), and the boot benchmark.
+# generated one, each run once), the boot benchmark and a 30-minute soak
+# (ci/smoke-repeat.sh N is the same soak counted in cycles).
 # Results land in $OUT (default results/nightly-<date>); the script exits
 # non-zero when any step does, after running them all.
 set -uo pipefail
@@ -27,4 +28,6 @@ for feature in $mutable; do
     step $K mutate --features "$feature" --output "$OUT/mutate-$feature"
 done
 step $K bench --boots 5 > "$OUT/bench.json"
+# 30 minutes of boot, smoke and shutdown: no failure, no leaked QEMU or folder
+step $K soak --minutes 30 --output "$OUT/soak"
 exit $status

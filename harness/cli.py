@@ -10,6 +10,7 @@ import ast
 import re
 import sys
 
+from harness import interrupt
 from harness.commands import argtypes as t
 from harness.commands.common import err
 from harness.commands.kernel import add_build_options, cmd_kernel_build
@@ -18,6 +19,7 @@ from harness.commands.mutate import add_mutate_options, cmd_mutate
 from harness.commands.probe import cmd_bench, cmd_probe
 from harness.commands.run import add_run_options, add_target_options, cmd_run
 from harness.commands.series import cmd_bisect, cmd_compare, cmd_series_show
+from harness.commands.soak import add_soak_options, cmd_soak
 from harness.errors import HarnessError
 
 
@@ -106,6 +108,9 @@ def parser() -> argparse.ArgumentParser:
     mut = sub.add_parser("mutate", help="mutation score of the suite over kernel mutants")
     add_mutate_options(mut)
     mut.set_defaults(func=cmd_mutate)
+    soak = sub.add_parser("soak", help="repeat boot, a short case set and shutdown; report leaks")
+    add_soak_options(soak)
+    soak.set_defaults(func=cmd_soak)
     for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
                                  ("bench", cmd_bench, "measure boot-to-SSH-ready time")):
         p = sub.add_parser(name, help=helptext)
@@ -126,13 +131,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    interrupt.install()
     try:
         return args.func(args)
     except HarnessError as e:
         err.print(f"kvmconf: {str(e).splitlines()[0]}", markup=False)
         return 2
-    except KeyboardInterrupt:
-        err.print("kvmconf: interrupted")
+    except KeyboardInterrupt as e:
+        err.print(f"kvmconf: interrupted by {interrupt.signame(e)}", markup=False)
         return 2
 
 

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from harness import tmpdirs
 from harness.results.schema import problems
-from tests.conftest import REPO, kvmconf, load_run, statuses
+from tests.conftest import REPO, end_with_pytest, kvmconf, load_run, statuses
 
 SMOKE_FEW = ["--suite", "smoke"]
 
@@ -95,7 +96,7 @@ def test_sigkill_mid_run_leaves_a_valid_record_and_no_qemu(tmp_path, debian_kern
     out = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", *SMOKE_FEW, "--output", str(out),
                              "--history", str(tmp_path / "h")], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=end_with_pytest)
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
@@ -118,6 +119,11 @@ def test_sigkill_mid_run_leaves_a_valid_record_and_no_qemu(tmp_path, debian_kern
     time.sleep(1.0)  # PR_SET_PDEATHSIG delivery is immediate; leave a margin for the reaper
     leftover = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert leftover == [], f"QEMU processes left behind: {leftover}"
+    # SIGKILL left the run's folder (its keys, its initrd); the next command reclaims it
+    left = tmpdirs.owned_by(proc.pid)
+    assert len(left) == 1 and (left[0] / "initrd.cpio").exists()
+    kvmconf("run", "--case", "smoke/no-such-case", "--output", str(tmp_path / "o2"), "--history", str(tmp_path / "h"))
+    assert not left[0].exists()
 
 
 @pytest.mark.e2e

@@ -18,7 +18,7 @@ import pytest
 
 from harness import tmpdirs
 from harness.results.schema import problems
-from tests.conftest import REPO, kvmconf, load_run, statuses
+from tests.conftest import REPO, end_with_pytest, kvmconf, load_run, statuses
 
 SUITE = {"KVMCONF_TESTCASES": str(REPO / "tests/fixtures/outsidefaults")}
 CASES = ["smoke/first", "smoke/wait-a", "smoke/after-a", "smoke/wait-b", "smoke/after-b",
@@ -56,7 +56,7 @@ class Run:
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--suite", "smoke",
                                       "--output", str(self.out), "--history", str(self.history)],
                                      cwd=REPO, env={**os.environ, **SUITE}, stdout=subprocess.DEVNULL,
-                                     stderr=self.stderr, start_new_session=True)
+                                     stderr=self.stderr, preexec_fn=end_with_pytest)
 
     def wait_started(self, name: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -148,6 +148,34 @@ def test_qemu_killed_frozen_or_cut_off_costs_one_case_each(tmp_path, debian_kern
     assert qemu_pids(run.out) == [] and tmpdirs.owned_by(run.proc.pid) == []
 
 
+@pytest.mark.e2e
+def test_a_killed_test_run_takes_its_kvmconf_run_and_qemu_with_it(tmp_path, debian_kernel):
+    """A stand-in for pytest starts `kvmconf run` the way tests/conftest.py does and is
+    SIGKILLed mid-case (as `pkill -9 pytest` would): the run gets SIGTERM, cleans up."""
+    out = tmp_path / "o"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys\n"
+        "from tests.conftest import end_with_pytest\n"
+        f"subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', '--suite', 'smoke', '--output', {str(out)!r},"
+        f" '--history', {str(tmp_path / 'h')!r}], preexec_fn=end_with_pytest, stdout=subprocess.DEVNULL,"
+        " stderr=subprocess.DEVNULL).wait()\n")], cwd=REPO, env={**os.environ, **SUITE})
+    deadline = time.monotonic() + 300
+    while not (out / "wait-a.started").exists():
+        assert parent.poll() is None and time.monotonic() < deadline, "wait-a never started"
+        time.sleep(0.1)
+    (qemu,) = qemu_pids(out)
+    run_pid = int(subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()[0])
+    parent.kill()
+    parent.wait(timeout=10)
+    killed = time.monotonic()
+    while (Path(f"/proc/{run_pid}").exists() or group_exists(qemu)) and time.monotonic() - killed < 15:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{run_pid}").exists() and not group_exists(qemu)
+    record = load_run(out)
+    assert record["interrupted"] == "SIGTERM" and statuses(record)["smoke/wait-a"] == "ERROR"
+    assert tmpdirs.owned_by(run_pid) == []
+
+
 def test_a_folder_left_by_a_killed_command_is_reclaimed(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -180,7 +208,7 @@ def test_a_full_disk_under_the_results_ends_the_run_with_one_line(tmp_path, debi
         proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--suite", "smoke",
                                  "--output", str(out), "--history", str(tmp_path / "h.sqlite")],
                                 cwd=REPO, env={**os.environ, **SUITE}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=end_with_pytest)
         try:
             deadline = time.monotonic() + 300
             while not (out / "wait-a.started").exists():

@@ -7,6 +7,7 @@ import datetime as dt
 import fnmatch
 import os
 import random
+import resource
 import shlex
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from harness.commands.common import (REPO, TESTCASES, err, git_describe, out, ou
 from harness.commands.kernel import add_build_options, resolve_kernel
 from harness.errors import HarnessError, UsageError
 from harness.machine.profiles import Profile, profile_for
-from harness import targets
+from harness import interrupt, targets, tmpdirs
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -103,6 +104,7 @@ def cmd_run(args) -> int:
     from harness.targets.live import LiveHost, LiveOptions
 
     started = time.monotonic()
+    reclaimed = tmpdirs.reclaim()      # folders of kvmconf commands that were killed
     target = targets.parse(args.target)
     targets.check_options(target, args)
     all_features = registry.names()
@@ -148,7 +150,7 @@ def cmd_run(args) -> int:
         kernel = resolve_kernel(args, source_only)
     try:
         return _run(args, RunPlan(target, features, suites, profiles, run_id, output, seed, machine_profile,
-                                  accel, accel_reason, payload_names, started), kernel, live, progress)
+                                  accel, accel_reason, payload_names, started, reclaimed), kernel, live, progress)
     finally:
         if live is not None:
             live.close()     # a no-op when the run's context closed it
@@ -168,6 +170,7 @@ class RunPlan:
     accel_reason: str
     payload_names: list[str]
     started: float
+    reclaimed: list[str]
 
 
 def _selects_guest_cases(patterns: list[str], rows) -> bool:
@@ -185,7 +188,7 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
     from harness.kernel import pvh
     from harness.machine import qemu_binary
     from harness.probe import host_capabilities, qemu_version
-    from harness.results import history
+    from harness.results import history, junit
     from harness.results.plugin import KvmconfPlugin
     from harness.results.record import RunRecord
     from harness.session import RunContext, RunOptions
@@ -220,7 +223,10 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
                                                     "target_missing": {f: why for f in features
                                                                        if (why := live.missing(f))}}}
     record.data["seed"] = seed
+    record.data["reclaimed"] = plan.reclaimed
     record.write()
+    if record.write_error:
+        raise HarnessError(record.write_error)
 
     options = RunOptions(output=output, profiles=profiles, seed=seed, accel=accel,
                          accel_reason=accel_reason, machine_profile=machine_profile,
@@ -235,21 +241,39 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
                  f", machine {machine_profile.name}, accel {accel} ({accel_reason})" if live is None else "")
               + f", seed {seed}")
     pytest_args = [str(TESTCASES), "-p", "no:cacheprovider", "-q", "--no-header", "-rN",
-                   "--tb=short", f"--junitxml={output / 'junit.xml'}",
-                   "-o", "junit_family=xunit2", "--rootdir", str(REPO)]
-    with open(output / "pytest.log", "w") as log, contextlib.redirect_stdout(log):
+                   "--tb=short", "--rootdir", str(REPO)]
+    signame = None
+    with _Log(output / "pytest.log") as log, contextlib.redirect_stdout(log):
         try:
             code = pytest.main(pytest_args, plugins=[plugin])
         finally:
-            ctx.close()
+            signame = plugin.interrupted or interrupt.received()
+            with interrupt.deferred():
+                ctx.close(kill=signame is not None)
+    if signame:
+        plugin.finish_interrupted(signame)
+        record.set("interrupted", signame)
+    if record.write_error:
+        raise HarnessError(record.write_error)
     if plugin.unmatched:
         raise UsageError(f"--case {plugin.unmatched[0]}: matches no case of the suite"
                          + (f" that runs on target {target.kind}" if target.live else ""))
     record.data["timing"]["total_s"] = round(time.monotonic() - plan.started, 3)
+    # the harness's own peak memory (KiB on Linux), not its QEMU's
+    record.data["timing"]["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     record.write()
+    if record.write_error:
+        raise HarnessError(record.write_error)
+    try:
+        junit.write(record.data, output / "junit.xml")
+    except OSError as e:
+        raise HarnessError(f"--output {output}: cannot write junit.xml: {e.strerror or e}") from None
     history.append(Path(args.history) if args.history else REPO / "results" / "history.sqlite",
                    record.data, record.path)
     print_summary(record.data)
+    if signame:
+        err.print(f"kvmconf: interrupted by {signame}: the case it arrived in is ERROR, "
+                  f"the {record.data['summary']['miss']} not started are MISS", markup=False)
     if code not in (0, 1) and not record.data["cases"]:
         raise HarnessError(f"pytest exited {code} without running a case: see {output / 'pytest.log'}")
     exit_code = record.exit_code()
@@ -264,6 +288,32 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
         err.print(f"kvmconf: {worst['status']} {worst['id']}: {worst['reason']}", markup=False)
     err.print(f"run record: {record.path}")
     return exit_code
+
+
+class _Log:
+    """pytest's log file: a write that fails (a full disk) is dropped, not raised into
+    pytest's reporting; run.json's own write reports the problem."""
+    def __init__(self, path: Path):
+        self._file = open(path, "w")
+
+    def write(self, text: str) -> int:
+        with contextlib.suppress(OSError):
+            self._file.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.flush()
+
+    def __getattr__(self, name):      # isatty, encoding, fileno...: the file's own
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def print_summary(data: dict) -> None:
