@@ -33,6 +33,7 @@ from harness.errors import HarnessError, KernelFailure
 from harness.features import Feature, Requirement, kernel_version
 from harness.payloads import trace
 from harness.reference import rules
+from harness.remote import tail_text
 
 
 class CapabilityMissing(KernelFailure):
@@ -76,10 +77,9 @@ class Suite:
             argv = [*self.guest.payload_argv(self.feature.name), *self.feature.probe_args]
             res = self.guest.run(argv, timeout=60)
             if res.rc != 0:
-                raise HarnessError(f"{self.feature.name} probe exited {res.rc}: "
-                                   f"{res.stderr.decode(errors='replace')[-300:]}")
+                raise HarnessError(f"{self.feature.name} probe exited {res.rc}: {tail_text(res.stderr)}")
             try:
-                _probes[key] = json.loads(res.stdout)
+                _probes[key] = trace.strict_json(res.stdout)
             except ValueError as e:
                 raise HarnessError(f"{self.feature.name} probe printed invalid JSON: {e}") from None
         return _probes[key]
@@ -169,8 +169,7 @@ class Suite:
         decide = getattr(self.guest, "payload_exit_error", None)
         if decide is not None:
             return decide(self.feature.name, res)
-        return HarnessError(f"{self.feature.name} payload exited {res.rc}: "
-                            f"{res.stderr.decode(errors='replace').strip()[-300:]}")
+        return HarnessError(f"{self.feature.name} payload exited {res.rc}: {tail_text(res.stderr)}")
 
     # -- checking ----------------------------------------------------------------
     def predictions(self, script: dict) -> dict[str, list[dict]]:

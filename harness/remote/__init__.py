@@ -1,14 +1,118 @@
-"""SSH with paramiko: a deadline on every call, bounded output."""
+"""SSH with paramiko: a deadline on every call, bounded output.
+
+Guest output is untrusted. Each stream of a command (stdout, stderr) may carry
+at most `output_bound()` bytes (MAX_OUTPUT, or $KVMCONF_MAX_OUTPUT_MIB); one byte
+more, or no exit by the deadline, ends the command: its processes on the remote
+are killed (the shell that starts a command reports its pid first, on stderr:
+PID_MARK) and an OutputExceeded or DeadlineExceeded names the command, the stream
+and the bound. The connection stays usable for the next command.
+"""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 import paramiko
 
-from harness.errors import DeadlineExceeded, HarnessError
+from harness.errors import DeadlineExceeded, HarnessError, UsageError
 
-MAX_OUTPUT = 64 << 20   # bytes kept per stream; guest output is untrusted
+MAX_OUTPUT = 8 << 20    # bytes per stream of one command, by default
+OUTPUT_ENV = "KVMCONF_MAX_OUTPUT_MIB"
+PID_MARK = b"kvmconf-pid "   # the first stderr line of every command: its pid
+KILL_TIMEOUT_S = 10.0        # for the kill of a command that ran past a bound
+EXIT_WAIT_S = 5.0            # for its exit report after the kill
+# `sh -c` program: stop process $1 and every descendant (children before the walk ends
+# are stopped, so none forks away), then kill them all. Not the process group: dropbear
+# starts commands in its own group.
+KILL_TREE = (
+    'top=$1; kill -STOP "$top" 2>/dev/null || exit 0; all=" $top "; grew=1; '
+    'while [ "$grew" = 1 ]; do grew=0; '
+    'for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null || continue; '
+    'p=${f#/proc/}; p=${p%/stat}; case "$all" in *" $p "*) continue;; esac; '
+    'set -- ${l##*) }; case "$all" in *" $2 "*) kill -STOP "$p" 2>/dev/null; all="$all$p "; grew=1;; esac; '
+    'done; done; kill -KILL $all 2>/dev/null; true')
+
+
+class OutputExceeded(HarnessError):
+    """A command's stdout or stderr ran past the bound: the command was ended."""
+
+
+def output_bound() -> int:
+    """Bytes allowed per stream of one command: MAX_OUTPUT, or $KVMCONF_MAX_OUTPUT_MIB."""
+    raw = os.environ.get(OUTPUT_ENV, "").strip()
+    if not raw:
+        return MAX_OUTPUT
+    try:
+        mib = float(raw)
+    except ValueError:
+        mib = 0.0
+    if not 0 < mib <= 1 << 20:
+        raise UsageError(f"${OUTPUT_ENV}={raw!r}: not a number of MiB (0 < N <= {1 << 20})")
+    return int(mib * (1 << 20))
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+class Output:
+    """One stream of a command, kept up to `limit` bytes; a byte more raises
+    OutputExceeded naming the command (`what`), the stream and the bound. With
+    `pid_line`, the stream's PID_MARK line (before any of the command's own
+    output) is taken out and its number kept as `pid`."""
+
+    def __init__(self, what: str, stream: str, limit: int, pid_line: bool = False):
+        self.what, self.stream, self.limit = what, stream, limit
+        self.data = bytearray()
+        self.pid: int | None = None
+        self._head = bytearray() if pid_line else None   # held back until the mark is seen
+
+    def add(self, chunk: bytes) -> None:
+        if self._head is not None:
+            self._head += chunk
+            chunk = self._take_mark()
+        if len(self.data) + len(chunk) > self.limit:
+            raise OutputExceeded(f"{self.what}: {self.stream} ran past its bound of {_size(self.limit)} "
+                                 f"(${OUTPUT_ENV} sets it); the command was ended")
+        self.data += chunk
+
+    def _take_mark(self) -> bytes:
+        """Lines before the mark are the remote shell's (a login script's): passed on."""
+        passed = bytearray()
+        while self._head is not None:
+            end = self._head.find(b"\n")
+            if end < 0:
+                if len(self._head) > 4096:     # no mark where it belongs: give up looking
+                    passed += self._head
+                    self._head = None
+                break
+            line = bytes(self._head[:end])
+            del self._head[:end + 1]
+            number = line[len(PID_MARK):]
+            if line.startswith(PID_MARK) and number.isdigit():
+                self.pid = int(number)
+                passed += self._head
+                self._head = None
+            else:
+                passed += line + b"\n"
+        return bytes(passed)
+
+    def value(self) -> bytes:
+        if self._head is not None:               # the command ended before a whole mark line
+            rest, self._head = bytes(self._head), None
+            self.add(rest)
+        return bytes(self.data)
+
+    def tail(self, n: int = 200) -> bytes:
+        return bytes(self.data[-n:])
+
+
+def tail_text(data: bytes, limit: int = 300) -> str:
+    """The end of a guest's output for a reason: its last `limit` characters, decoded
+    from the last bytes only, control characters (NUL, ESC...) shown escaped."""
+    text = bytes(data[-4 * limit:]).decode("utf-8", "replace").strip()[-limit:]
+    return "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text)
 
 
 @dataclass
@@ -110,29 +214,37 @@ class Remote:
                     and self._client.get_transport().is_active())
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60.0,
-            watch=None, watch_every: float = 5.0) -> Result:
+            watch=None, watch_every: float = 5.0, max_output: int | None = None) -> Result:
         """Run argv (each word quoted for the remote shell), wait at most `timeout` s.
 
+        Each of stdout and stderr may carry `max_output` bytes (default: output_bound());
+        past that, or past the deadline, the command's processes are killed and
+        OutputExceeded / DeadlineExceeded says which command ran past which bound.
         `watch()`, if given, is called every `watch_every` s while the command runs;
         it may raise to abandon the command (the channel is closed first).
         """
+        return self._run(argv, stdin, timeout, watch, watch_every, max_output, reap=True)
+
+    def _run(self, argv, stdin, timeout, watch, watch_every, max_output, reap: bool) -> Result:
         if not self.connected:
             raise HarnessError(f"ssh {self.where}: not connected")
         command = " ".join(_quote(a) for a in argv)
+        limit = output_bound() if max_output is None else max_output
         deadline = time.monotonic() + timeout
         next_watch = time.monotonic() + watch_every
+        what = f"guest command {command!r}"
+        out, err = Output(what, "stdout", limit), Output(what, "stderr", limit, pid_line=True)
+        channel = None
         try:
             try:
                 channel = self._client.get_transport().open_session(timeout=timeout)
             except paramiko.SSHException as e:
-                raise DeadlineExceeded(f"guest command {command!r}: no session within {timeout:.0f} s "
-                                       f"({e})") from None
+                raise DeadlineExceeded(f"{what}: no session within {timeout:.0f} s ({e})") from None
             channel.settimeout(timeout)
-            channel.exec_command(command)
+            channel.exec_command(_with_pid(command))
             pending = memoryview(stdin)
             if not pending:
                 channel.shutdown_write()
-            out, err = bytearray(), bytearray()
             while True:
                 drained = True
                 # Feed stdin in pieces between reads, so a guest that writes
@@ -143,45 +255,86 @@ class Remote:
                         channel.shutdown_write()
                     drained = False
                 if channel.recv_ready():
-                    append_bounded(out, channel.recv(1 << 16))
+                    out.add(channel.recv(1 << 16))
                     drained = False
                 if channel.recv_stderr_ready():
-                    append_bounded(err, channel.recv_stderr(1 << 16))
+                    err.add(channel.recv_stderr(1 << 16))
                     drained = False
                 if drained and channel.exit_status_ready():
                     break
                 if time.monotonic() > deadline:
-                    channel.close()
-                    raise DeadlineExceeded(f"guest command {command!r}: no exit within {timeout:.0f} s "
-                                           f"(stdout tail: {bytes(out[-200:])!r})")
+                    raise DeadlineExceeded(f"{what}: no exit within {timeout:.0f} s, the bound of its run "
+                                           f"(stdout tail: {out.tail()!r})")
                 if watch is not None and time.monotonic() > next_watch:
                     next_watch = time.monotonic() + watch_every
                     try:
                         watch()
-                    except BaseException:
+                    except BaseException:      # the watch's verdict, not a bound of ours
                         channel.close()
+                        channel = None
                         raise
                 if drained:
                     time.sleep(0.005)
             rc = channel.recv_exit_status()
             channel.close()
-            return Result(rc, bytes(out), bytes(err))
+            return Result(rc, out.value(), err.value())
+        except (OutputExceeded, DeadlineExceeded) as e:
+            if channel is None:
+                raise
+            ended = self._end(channel, err.pid) if reap else "not killed"
+            raise type(e)(f"{e} ({ended})") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HarnessError(f"ssh {self.where}: {command!r}: {e or type(e).__name__}") from None
 
-    def stream(self, argv: list[str], timeout: float = 60.0) -> "Stream":
+    def kill_tree(self, pid: int) -> str:
+        """Kill remote process `pid` and its descendants; what happened, for a message."""
+        try:
+            done = self._run(["sh", "-c", KILL_TREE, "kill", str(pid)], b"", KILL_TIMEOUT_S, None, 5.0,
+                             1 << 16, reap=False)
+        except HarnessError as e:
+            return f"the kill of pid {pid} failed: {str(e).splitlines()[0]}"
+        if done.rc != 0:
+            return f"the kill of pid {pid} exited {done.rc}: {tail_text(done.stderr, 120)}"
+        return f"pid {pid} and its children killed"
+
+    def _end(self, channel, pid: int | None) -> str:
+        """End a command that ran past a bound: kill its processes through a second
+        channel while its own stays open (dropbear reports a late exit on whichever
+        channel is open next, see _end_subsystem), wait for its exit report with its
+        output thrown away, then close its channel."""
+        if channel.exit_status_ready():      # it has exited: its pid may be another's by now
+            ended = f"it had exited {channel.recv_exit_status()}"
+        elif pid is None:
+            ended = "its pid is unknown: not killed"
+        else:
+            ended = self.kill_tree(pid)
+        end = time.monotonic() + EXIT_WAIT_S
+        try:
+            while not channel.exit_status_ready() and time.monotonic() < end:
+                while channel.recv_ready():
+                    channel.recv(1 << 16)
+                while channel.recv_stderr_ready():
+                    channel.recv_stderr(1 << 16)
+                time.sleep(0.005)
+        except (paramiko.SSHException, OSError, EOFError):
+            pass
+        channel.close()
+        return ended
+
+    def stream(self, argv: list[str], timeout: float = 60.0, max_output: int | None = None) -> "Stream":
         """Start argv with stdin left open: the caller feeds it piece by piece and reads
-        each answer before sending the next (one payload process for many requests)."""
+        each answer before sending the next (one payload process for many requests).
+        Each answer and the stderr may carry `max_output` bytes, as in run()."""
         if not self.connected:
             raise HarnessError(f"ssh {self.where}: not connected")
         command = " ".join(_quote(a) for a in argv)
         try:
             channel = self._client.get_transport().open_session(timeout=timeout)
             channel.settimeout(timeout)
-            channel.exec_command(command)
+            channel.exec_command(_with_pid(command))
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HarnessError(f"ssh {self.where}: {command!r}: {e or type(e).__name__}") from None
-        return Stream(channel, command)
+        return Stream(channel, command, self, output_bound() if max_output is None else max_output)
 
     def upload(self, local: str, remote: str, timeout: float = 60.0, mode: int | None = None) -> None:
         """Copy a file there over SFTP (and set its mode in the same SFTP session)."""
@@ -207,9 +360,13 @@ class Remote:
 class Stream:
     """A running remote command with open stdin (see Remote.stream)."""
 
-    def __init__(self, channel, command: str):
-        self._channel, self.command = channel, command
-        self._out, self._err = bytearray(), bytearray()
+    def __init__(self, channel, command: str, remote: Remote, limit: int):
+        self._channel, self.command, self._remote = channel, command, remote
+        what = f"guest command {command!r}"
+        self._limit = limit
+        self._out = Output(what, "stdout (one answer)", limit)
+        self._err = Output(what, "stderr", limit, pid_line=True)
+        self._broken = False       # ran past a bound: close() kills it at once
 
     def send(self, data: bytes, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -218,12 +375,13 @@ class Stream:
             while pending:
                 if self._channel.exit_status_ready():
                     raise HarnessError(f"guest command {self.command!r} exited while fed input "
-                                       f"(stderr: {bytes(self._err[-300:])!r})")
+                                       f"(stderr: {tail_text(self._err.data)!r})")
                 if self._channel.send_ready():
                     pending = pending[self._channel.send(pending[:1 << 15]):]
                     continue
                 self._drain()
                 if time.monotonic() > deadline:
+                    self._broken = True
                     raise DeadlineExceeded(f"guest command {self.command!r}: input not taken within "
                                            f"{timeout:.0f} s")
                 time.sleep(0.002)
@@ -234,41 +392,56 @@ class Stream:
         """Read stdout until `done(bytes_so_far)` holds; returns and consumes that output."""
         deadline = time.monotonic() + timeout
         try:
-            while not done(bytes(self._out)):
+            while not done(bytes(self._out.data)):
                 while not self._drain():        # done() is asked again only after new output
                     if self._channel.exit_status_ready() and not self._channel.recv_ready():
                         raise HarnessError(f"guest command {self.command!r} exited "
                                            f"{self._channel.recv_exit_status()} before answering "
-                                           f"(stderr: {bytes(self._err[-300:]).decode(errors='replace')})")
+                                           f"(stderr: {tail_text(self._err.data)})")
                     if time.monotonic() > deadline:
+                        self._broken = True
                         raise DeadlineExceeded(f"guest command {self.command!r}: no answer within "
-                                               f"{timeout:.0f} s (stdout tail: {bytes(self._out[-200:])!r})")
+                                               f"{timeout:.0f} s (stdout tail: {self._out.tail()!r})")
                     time.sleep(0.002)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise HarnessError(f"{self.command!r}: {e or type(e).__name__}") from None
-        out, self._out = bytes(self._out), bytearray()
+        out = bytes(self._out.data)
+        self._out.data = bytearray()
         return out
 
     def _drain(self) -> bool:
         got = False
-        if self._channel.recv_ready():
-            append_bounded(self._out, self._channel.recv(1 << 16))
-            got = True
-        if self._channel.recv_stderr_ready():
-            append_bounded(self._err, self._channel.recv_stderr(1 << 16))
-            got = True
+        try:
+            if self._channel.recv_ready():
+                self._out.add(self._channel.recv(1 << 16))
+                got = True
+            if self._channel.recv_stderr_ready():
+                self._err.add(self._channel.recv_stderr(1 << 16))
+                got = True
+        except OutputExceeded:
+            self._broken = True
+            raise
         return got
 
     def close(self, timeout: float = 10.0) -> int | None:
-        """End stdin, wait for the exit (the channel is closed either way)."""
+        """End stdin, wait for the exit (the channel is closed either way); a command
+        that does not exit by then (at once, when it ran past a bound) is killed: None."""
         try:
-            self._channel.shutdown_write()
-            deadline = time.monotonic() + timeout
-            while not self._channel.exit_status_ready() and time.monotonic() < deadline:
-                self._drain()
-                time.sleep(0.005)
-            return self._channel.recv_exit_status() if self._channel.exit_status_ready() else None
-        except (paramiko.SSHException, OSError, EOFError):
+            try:
+                self._channel.shutdown_write()
+                deadline = time.monotonic() + (0.0 if self._broken else timeout)
+                while not self._channel.exit_status_ready() and time.monotonic() < deadline:
+                    while self._channel.recv_ready():          # nobody asked: thrown away
+                        self._channel.recv(1 << 16)
+                    while self._channel.recv_stderr_ready():
+                        self._channel.recv_stderr(1 << 16)
+                    time.sleep(0.005)
+                if self._channel.exit_status_ready():
+                    return self._channel.recv_exit_status()
+            except (paramiko.SSHException, OSError, EOFError):
+                return None
+            if self._err.pid is not None:
+                self._remote._end(self._channel, self._err.pid)
             return None
         finally:
             self._channel.close()
@@ -289,9 +462,10 @@ def _end_subsystem(channel, timeout: float) -> None:
         time.sleep(0.005)
 
 
-def append_bounded(buf: bytearray, chunk: bytes) -> None:
-    if len(buf) < MAX_OUTPUT:
-        buf += chunk[:MAX_OUTPUT - len(buf)]
+def _with_pid(command: str) -> str:
+    """The command as the remote shell gets it: its pid on stderr first (PID_MARK),
+    then the command in that same process (exec), so that a kill can find it."""
+    return f'echo "{PID_MARK.decode()}$$" >&2; exec {command}'
 
 
 def _quote(word: str) -> str:

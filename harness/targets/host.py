@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 from harness.errors import HarnessError, KernelFailure
+from harness.remote import tail_text
 
 # Checks (5 s apart) a payload must be in state D at, in a row, to count as stuck: a
 # VM teardown waits in D for KVM's kthreads (kthread_stop in kvm_destroy_vm), which
@@ -55,8 +56,7 @@ class PayloadHost:
     def payload_exit_error(self, feature: str, res) -> Exception:
         """What a non-zero exit of the feature's payload means: here (a payload of our
         own in a guest or on a live host), our failure (ERROR)."""
-        return HarnessError(f"{feature} payload exited {res.rc}: "
-                            f"{res.stderr.decode(errors='replace').strip()[-300:]}")
+        return HarnessError(f"{feature} payload exited {res.rc}: {tail_text(res.stderr)}")
 
     def payload_argv(self, feature: str) -> list[str]:
         """The payload and the options this target adds (the user's device, on a live host)."""
@@ -127,8 +127,9 @@ class HarnessSide(PayloadHost):
         if -res.rc not in CRASH_SIGNALS:
             return super().payload_exit_error(feature, res)
         name = signal.Signals(-res.rc).name
-        trace = [line for line in res.stdout.decode(errors="replace").splitlines() if line.strip()]
-        stderr = [line for line in res.stderr.decode(errors="replace").splitlines() if line.strip()]
+        # the last lines only: the output may be megabytes (a flood, then the crash)
+        trace = [line for line in tail_text(res.stdout, TAIL_CHARS).splitlines() if line.strip()]
+        stderr = [line for line in tail_text(res.stderr, TAIL_CHARS).splitlines() if line.strip()]
         evidence = "\n".join(["last trace lines:", *(trace[-TRACE_TAIL:] or ["(none)"]),
                               "stderr tail:", *(stderr[-TRACE_TAIL:] or ["(none)"])])
         return KernelFailure(f"{feature} payload killed by {name} (signal {-res.rc}) while running the kernel "
@@ -140,3 +141,4 @@ class HarnessSide(PayloadHost):
 CRASH_SIGNALS = {int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE,
                                   signal.SIGABRT, signal.SIGTRAP, signal.SIGSYS)}
 TRACE_TAIL = 5     # trace and stderr lines kept as a crash's evidence
+TAIL_CHARS = 8192  # of the output's end, where those lines are looked for

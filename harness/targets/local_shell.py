@@ -1,6 +1,7 @@
 """Commands on this machine with the interface of harness.remote.Remote: argv only
 (no shell string), a deadline on every call enforced by killing the process group,
-bounded output."""
+bounded output (harness.remote.output_bound() bytes per stream; past it the process
+group is killed and OutputExceeded names the command, the stream and the bound)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ import subprocess
 import time
 
 from harness.errors import DeadlineExceeded, HarnessError
-from harness.remote import Result, append_bounded
+from harness.remote import Output, OutputExceeded, Result, output_bound, tail_text
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
@@ -27,7 +28,10 @@ def _kill(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:   # in the kernel (state D): reaped whenever it ends
+        pass
 
 
 class LocalShell:
@@ -35,11 +39,13 @@ class LocalShell:
     connected = True
 
     def run(self, argv: list[str], stdin: bytes = b"", timeout: float = 60.0,
-            watch=None, watch_every: float = 5.0) -> Result:
+            watch=None, watch_every: float = 5.0, max_output: int | None = None) -> Result:
         proc = _start(argv)
         deadline = time.monotonic() + timeout
         next_watch = time.monotonic() + watch_every
-        out, err = bytearray(), bytearray()
+        what = f"local command {' '.join(argv)!r}"
+        limit = output_bound() if max_output is None else max_output
+        out, err = Output(what, "stdout", limit), Output(what, "stderr", limit)
         pending = memoryview(stdin)
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ, out)
@@ -63,25 +69,32 @@ class LocalShell:
                         continue
                     chunk = os.read(key.fileobj.fileno(), 1 << 16)
                     if chunk:
-                        append_bounded(key.data, chunk)
+                        key.data.add(chunk)
                     else:
                         sel.unregister(key.fileobj)
                 if time.monotonic() > deadline:
-                    raise DeadlineExceeded(f"local command {' '.join(argv)!r}: no exit within "
-                                           f"{timeout:.0f} s (stdout tail: {bytes(out[-200:])!r})")
+                    raise DeadlineExceeded(f"{what}: no exit within {timeout:.0f} s, the bound of its run "
+                                           f"(stdout tail: {out.tail()!r}; its process group killed)")
                 if watch is not None and time.monotonic() > next_watch:
                     next_watch = time.monotonic() + watch_every
                     watch()
-            rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            try:       # both pipes closed: the exit is near, or it closed them and lives on
+                rc = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise DeadlineExceeded(f"{what}: no exit within {timeout:.0f} s, the bound of its run "
+                                       f"(its stdout and stderr closed; its process group killed)") from None
+        except OutputExceeded as e:
+            _kill(proc)
+            raise OutputExceeded(f"{e} (its process group killed)") from None
         except BaseException:
             _kill(proc)
             raise
         finally:
             sel.close()
-        return Result(rc, bytes(out), bytes(err))
+        return Result(rc, out.value(), err.value())
 
-    def stream(self, argv: list[str], timeout: float = 60.0) -> "LocalStream":
-        return LocalStream(_start(argv), " ".join(argv))
+    def stream(self, argv: list[str], timeout: float = 60.0, max_output: int | None = None) -> "LocalStream":
+        return LocalStream(_start(argv), " ".join(argv), output_bound() if max_output is None else max_output)
 
     def upload(self, local: str, remote: str, timeout: float = 60.0, mode: int | None = None) -> None:
         try:
@@ -100,10 +113,12 @@ class LocalShell:
 class LocalStream:
     """A running local command with open stdin (see harness.remote.Stream)."""
 
-    def __init__(self, proc: subprocess.Popen, command: str):
+    def __init__(self, proc: subprocess.Popen, command: str, limit: int):
         self._proc, self.command = proc, command
-        self._out = bytearray()
-        self._err = bytearray()
+        what = f"local command {command!r}"
+        self._out = Output(what, "stdout (one answer)", limit)
+        self._err = Output(what, "stderr", limit)
+        self._broken = False       # ran past a bound: close() kills it at once
         for pipe in (proc.stdout, proc.stderr):
             os.set_blocking(pipe.fileno(), False)
 
@@ -114,7 +129,7 @@ class LocalStream:
         while pending:
             if self._proc.poll() is not None:
                 raise HarnessError(f"local command {self.command!r} exited while fed input "
-                                   f"(stderr: {bytes(self._err[-300:])!r})")
+                                   f"(stderr: {tail_text(self._err.data)!r})")
             try:
                 pending = pending[os.write(self._proc.stdin.fileno(), pending[:1 << 16]):]
                 continue
@@ -124,21 +139,24 @@ class LocalStream:
                 continue    # poll() sees the exit next
             self._drain()
             if time.monotonic() > deadline:
+                self._broken = True
                 raise DeadlineExceeded(f"local command {self.command!r}: input not taken within {timeout:.0f} s")
             time.sleep(0.002)
 
     def read_until(self, done, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
-        while not done(bytes(self._out)):
+        while not done(bytes(self._out.data)):
             while not self._drain():
                 if self._proc.poll() is not None and not self._drain():
                     raise HarnessError(f"local command {self.command!r} exited {self._proc.returncode} "
-                                       f"before answering (stderr: {bytes(self._err[-300:]).decode(errors='replace')})")
+                                       f"before answering (stderr: {tail_text(self._err.data)})")
                 if time.monotonic() > deadline:
+                    self._broken = True
                     raise DeadlineExceeded(f"local command {self.command!r}: no answer within {timeout:.0f} s "
-                                           f"(stdout tail: {bytes(self._out[-200:])!r})")
+                                           f"(stdout tail: {self._out.tail()!r})")
                 time.sleep(0.002)
-        out, self._out = bytes(self._out), bytearray()
+        out = bytes(self._out.data)
+        self._out.data = bytearray()
         return out
 
     def _drain(self) -> bool:
@@ -149,7 +167,11 @@ class LocalStream:
             except BlockingIOError:
                 continue
             if chunk:
-                append_bounded(buf, chunk)
+                try:
+                    buf.add(chunk)
+                except OutputExceeded:
+                    self._broken = True
+                    raise
                 got = True
         return got
 
@@ -158,9 +180,12 @@ class LocalStream:
             self._proc.stdin.close()
         except OSError:
             pass
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (0.0 if self._broken else timeout)
         while self._proc.poll() is None and time.monotonic() < deadline:
-            self._drain()
+            try:
+                self._drain()
+            except OutputExceeded:      # nobody reads it any more: ended now
+                break
             time.sleep(0.005)
         if self._proc.poll() is None:
             _kill(self._proc)
