@@ -276,6 +276,13 @@ class Remote:
                 if drained:
                     time.sleep(0.005)
             rc = channel.recv_exit_status()
+            if rc == -1 and not channel.get_transport().is_active():
+                # no exit status and the transport is down (paramiko closes the
+                # channels of a dead transport): the connection broke (QEMU killed,
+                # the TCP connection cut), so the command's result is unknown
+                channel.close()
+                raise HarnessError(f"ssh {self.where}: {command!r}: the connection was lost before "
+                                   f"the command exited (stdout tail: {out.tail()!r})")
             channel.close()
             return Result(rc, out.value(), err.value())
         except (OutputExceeded, DeadlineExceeded) as e:
