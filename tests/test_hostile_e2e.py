@@ -106,6 +106,7 @@ def test_a_streamed_payload_that_floods_or_hangs_is_ended_and_killed(guest):
     assert guest.run(["echo", "next"], timeout=15).stdout == b"next\n"
 
 
+@pytest.mark.nightly   # make test has the same run on --target local (tests/test_hostile_payload.py)
 def test_hostile_cases_error_one_by_one_and_the_run_goes_on_in_a_guest(tmp_path, debian_kernel):
     from tests.fixtures.features.hostile.cases import REASONS
     out = tmp_path / "run"
