@@ -35,6 +35,7 @@ class RunOptions:
     payload_names: list[str] = field(default_factory=list)
     target: TargetSpec = TargetSpec("qemu")
     user_space_only: bool = False  # --user-space-only: the rows' guest_cases are left out
+    retries: int = 1               # --retries: re-runs of a case that ERRORed, each in a fresh machine
 
 
 class RunContext:
@@ -155,6 +156,17 @@ class RunContext:
         machine.kill()
         guest.remote.close()
         return path
+
+    def replace_guest(self, case_id: str) -> str:
+        """Before a retry: end the run's machine (kept logs stay), so the next guest()
+        boots a fresh one; what was ended ("" when nothing: a live host, no machine
+        yet, or a boot that failed, which stays failed)."""
+        if self.live is not None or self._guest is None:
+            return ""
+        guest, self._guest = self._guest, None
+        guest.remote.close()
+        guest.machine.kill()
+        return f"{guest.machine.name} ended after {case_id}"
 
     def boot_extra(self, name: str, make_machine) -> Guest:
         """A further machine of the run with the run's image and keys, booted once and

@@ -14,7 +14,7 @@ from harness import tmpdirs
 from harness.results.schema import problems
 from tests.conftest import REPO, end_with_pytest, kvmconf, load_run, statuses
 
-SMOKE_FEW = ["--suite", "smoke"]
+SMOKE_FEW = ["--suite", "smoke", "--retries", "0"]   # the faults are the subject: no retry
 
 
 def _one_line_error(done) -> str:
@@ -129,7 +129,7 @@ def test_sigkill_mid_run_leaves_a_valid_record_and_no_qemu(tmp_path, debian_kern
 @pytest.mark.e2e
 def test_panic_or_hang_mid_run_costs_one_case_and_the_run_goes_on(tmp_path, debian_kernel):
     out = tmp_path / "o"
-    done = kvmconf("run", "--suite", "smoke", "--output", str(out), "--history", str(tmp_path / "h"),
+    done = kvmconf("run", "--suite", "smoke", "--retries", "0", "--output", str(out), "--history", str(tmp_path / "h"),
                    env={"KVMCONF_TESTCASES": str(REPO / "tests/fixtures/faultsuite")})
     assert done.returncode == 1, done.stderr[-2000:]
     record = load_run(out)

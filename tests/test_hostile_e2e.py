@@ -110,7 +110,7 @@ def test_a_streamed_payload_that_floods_or_hangs_is_ended_and_killed(guest):
 def test_hostile_cases_error_one_by_one_and_the_run_goes_on_in_a_guest(tmp_path, debian_kernel):
     from tests.fixtures.features.hostile.cases import REASONS
     out = tmp_path / "run"
-    done = kvmconf("run", "--features", "hostile", "--suite", "hostile", "--seed", "3", "--output", str(out),
+    done = kvmconf("run", "--features", "hostile", "--suite", "hostile", "--seed", "3", "--retries", "0", "--output", str(out),
                    "--history", str(tmp_path / "h"), env=hostile.EXTRA, timeout=900)
     assert done.returncode == 2, done.stderr[-2000:]
     record = load_run(out)

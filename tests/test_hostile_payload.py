@@ -255,7 +255,7 @@ def test_hostile_cases_error_one_by_one_and_the_run_goes_on(tmp_path):
         pytest.skip("--target local runs payloads as root")
     from tests.fixtures.features.hostile.cases import REASONS
     out = tmp_path / "run"
-    done = kvmconf("run", "--target", "local", "--features", "hostile", "--suite", "hostile", "--seed", "3",
+    done = kvmconf("run", "--target", "local", "--features", "hostile", "--suite", "hostile", "--seed", "3", "--retries", "0",
                    "--output", str(out), "--history", str(tmp_path / "h"), env=hostile.EXTRA, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     record = load_run(out)

@@ -53,7 +53,7 @@ class Run:
     def __init__(self, tmp_path: Path):
         self.out, self.history = tmp_path / "o", tmp_path / "h.sqlite"
         self.stderr = open(tmp_path / "stderr", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--suite", "smoke",
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--suite", "smoke", "--retries", "0",
                                       "--output", str(self.out), "--history", str(self.history)],
                                      cwd=REPO, env={**os.environ, **SUITE}, stdout=subprocess.DEVNULL,
                                      stderr=self.stderr, preexec_fn=end_with_pytest)
@@ -156,7 +156,7 @@ def test_a_killed_test_run_takes_its_kvmconf_run_and_qemu_with_it(tmp_path, debi
     parent = subprocess.Popen([sys.executable, "-c", (
         "import os, subprocess, sys\n"
         "from tests.conftest import end_with_pytest\n"
-        f"subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', '--suite', 'smoke', '--output', {str(out)!r},"
+        f"subprocess.Popen([sys.executable, '-m', 'harness.cli', 'run', '--suite', 'smoke', '--retries', '0', '--output', {str(out)!r},"
         f" '--history', {str(tmp_path / 'h')!r}], preexec_fn=end_with_pytest, stdout=subprocess.DEVNULL,"
         " stderr=subprocess.DEVNULL).wait()\n")], cwd=REPO, env={**os.environ, **SUITE})
     deadline = time.monotonic() + 300
@@ -205,7 +205,7 @@ def test_a_full_disk_under_the_results_ends_the_run_with_one_line(tmp_path, debi
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True, timeout=30)
     try:
         out = mount / "o"
-        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--suite", "smoke",
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--suite", "smoke", "--retries", "0",
                                  "--output", str(out), "--history", str(tmp_path / "h.sqlite")],
                                 cwd=REPO, env={**os.environ, **SUITE}, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True, preexec_fn=end_with_pytest)

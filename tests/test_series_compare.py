@@ -134,6 +134,19 @@ def test_compare_classifies_changes():
     assert any("seed" in w for w in result["warnings"])
 
 
+def test_a_retried_error_is_flaky_not_a_regression_but_a_fail_stays_one():
+    before = _run("a", {"s/1": "PASS", "s/2": "PASS", "s/3": "PASS"})
+    after = _run("b", {"s/1": "ERROR", "s/2": "FAIL", "s/3": "PASS"})
+    after["cases"][0]["retried"] = True          # ERROR, ERROR: the infrastructure
+    after["cases"][1]["retried"] = True          # ERROR, then FAIL: a verdict
+    after["cases"][2]["retried"] = True          # ERROR, then PASS
+    result = compare([before, after])
+    assert result["regressed"] == ["s/2"] and result["flaky"] == ["s/1", "s/2", "s/3"]
+    assert {r["id"]: r["changes"] for r in result["cases"]}["s/1"] == ["flaky"]
+    after["cases"][0]["retried"] = False         # an ERROR nobody retried is a regression
+    assert compare([before, after])["regressed"] == ["s/1", "s/2"]
+
+
 def test_compare_cli_exits_1_on_regression_and_0_otherwise(tmp_path):
     for name, states in (("a", {"s/1": "PASS"}), ("b", {"s/1": "FAIL"}), ("c", {"s/1": "PASS"})):
         (tmp_path / name).mkdir()

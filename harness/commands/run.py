@@ -42,6 +42,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="append", default=[], type=t.profile, help="model profile FEATURE=NAME")
     p.add_argument("--output", type=t.output_folder, help="run folder (default: results/<run-id>)")
     p.add_argument("--seed", type=t.integer, help="seed of the random op-scripts (default: random)")
+    p.add_argument("--retries", type=t.non_negative_int, default=1,
+                   help="re-runs of a case that ERRORs, each in a fresh machine (default 1; 0: none)")
     p.add_argument("--label", default="", help="free text recorded in run.json")
     p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
     p.add_argument("--boot-timeout", type=t.positive_float, default=120.0, help="seconds (default 120)")
@@ -232,7 +234,7 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
                          accel_reason=accel_reason, machine_profile=machine_profile,
                          boot_timeout=args.boot_timeout, append=shlex.split(args.append),
                          reproduce=reproduce_line(args) + f" --seed {seed}", payload_names=plan.payload_names,
-                         target=target, user_space_only=args.user_space_only)
+                         target=target, user_space_only=args.user_space_only, retries=args.retries)
     ctx = RunContext(options, kernel, record, progress, live)
     plugin = KvmconfPlugin(ctx, record, suites, args.case, progress)
     err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), target {target.where}"

@@ -56,7 +56,10 @@ def cmd_compare(args) -> int:
             if args.all or any(c not in ("unchanged",) for c in row["changes"]):
                 table.add_row(row["id"], *[s or "-" for s in row["statuses"]], ", ".join(row["changes"]))
         out.print(table)
-        out.print(f"regressed: {len(result['regressed'])}  fixed: {len(result['fixed'])}", markup=False)
+        out.print(f"regressed: {len(result['regressed'])}  fixed: {len(result['fixed'])}  "
+                  f"flaky (retried): {len(result['flaky'])}", markup=False)
+        if result["flaky"]:
+            out.print("flaky, not regressions: " + " ".join(result["flaky"][:20]), markup=False)
     for warning in result["warnings"]:
         err.print(f"warning: the runs differ in more than the kernel: {warning}", markup=False)
     if result["regressed"]:

@@ -48,7 +48,8 @@ def _qemu_of(folder: Path) -> list[int]:
 def _cycle(n: int, args, folder: Path) -> dict:
     """One `kvmconf run` with a deadline; what it recorded and what it left behind."""
     argv = [sys.executable, "-m", "harness.cli", "run", "--output", str(folder / f"cycle-{n:04d}"),
-            "--history", str(folder / "history.sqlite"), "--label", f"soak cycle {n}"]
+            "--history", str(folder / "history.sqlite"), "--label", f"soak cycle {n}",
+            "--retries", "0"]      # a soak counts every ERROR: a retry would hide a flake
     argv += [w for case in args.case for w in ("--case", case)] or ["--suite", "smoke"]
     for flag in ("kernel", "modules"):
         if getattr(args, flag):

@@ -52,12 +52,19 @@ def compare(runs: list[dict]) -> dict:
                 ids.append(case["id"])
     table = []
     for cid in ids:
-        states = [next((c["status"] for c in run["cases"] if c["id"] == cid), None) for run in runs]
+        cases = [next((c for c in run["cases"] if c["id"] == cid), None) for run in runs]
+        states = [c["status"] if c else None for c in cases]
         changes = [classify(states[i - 1], states[i]) for i in range(1, len(states))]
-        table.append({"id": cid, "statuses": states, "changes": changes})
+        # An ERROR that was retried is the infrastructure flaking, not the kernel
+        # regressing: listed apart (a FAIL is a verdict, retried or not).
+        changes = ["flaky" if ch == "regressed" and states[i + 1] == "ERROR" and cases[i + 1].get("retried")
+                   else ch for i, ch in enumerate(changes)]
+        table.append({"id": cid, "statuses": states, "changes": changes,
+                      "retried": [bool(c and c.get("retried")) for c in cases]})
     warnings = [f"{runs[i - 1]['run_id']} -> {runs[i]['run_id']}: {w}"
                 for i in range(1, len(runs)) for w in context_differences(runs[i - 1], runs[i])]
     regressed = [row["id"] for row in table if "regressed" in row["changes"]]
     return {"runs": [{"run_id": r["run_id"], "label": r["label"], "kernel": r["kernel"]} for r in runs],
             "cases": table, "warnings": warnings, "regressed": regressed,
-            "fixed": [row["id"] for row in table if "fixed" in row["changes"]]}
+            "fixed": [row["id"] for row in table if "fixed" in row["changes"]],
+            "flaky": [row["id"] for row in table if any(row["retried"]) or "flaky" in row["changes"]]}

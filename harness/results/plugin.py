@@ -99,6 +99,30 @@ class KvmconfPlugin:
                          self.ctx.options.reproduce)
 
     # -- outcomes -----------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        """pytest's protocol, plus one retry of a case that ERRORed, in a fresh machine
+        (a flake of the infrastructure is not a verdict): run.json keeps both attempts
+        and the final status is the retry's."""
+        from _pytest.runner import runtestprotocol
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        runtestprotocol(item, nextitem=nextitem, log=True)
+        cid = self._ids[item.nodeid]
+        state = self._outcome[cid]
+        for _ in range(self.ctx.options.retries):
+            if state["status"] not in (None, "ERROR"):
+                break
+            attempt = {"status": state["status"] or "ERROR", "reason": state.get("reason") or "no outcome",
+                       "duration_s": round(time.monotonic() - state["start"], 3)}
+            replaced = self.ctx.replace_guest(cid)
+            self.progress(f"retry {cid}" + (f" in a fresh machine ({replaced})" if replaced else ""))
+            attempts = state.get("attempts", []) + [attempt]
+            state = self._outcome[cid] = {"status": None, "start": time.monotonic(), "attempts": attempts}
+            item._initrequest()      # fresh fixture values, as pytest-rerunfailures does
+            runtestprotocol(item, nextitem=nextitem, log=True)
+        item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
     def pytest_runtest_logstart(self, nodeid, location):
         self._outcome[self._ids[nodeid]] = {"status": None, "start": time.monotonic()}
         self.progress(f"running {self._ids[nodeid]}")
@@ -160,7 +184,7 @@ class KvmconfPlugin:
         status = state["status"] or "ERROR"
         state["finished"] = True
         self.record.finish(cid, status, state.get("reason") or ("" if status == "PASS" else "no outcome"),
-                           time.monotonic() - state["start"], state.get("divergence"))
+                           time.monotonic() - state["start"], state.get("divergence"), state.get("attempts"))
         self.progress(f"{status:5} {cid}")
         if self.record.write_error and self._session is not None:
             self._session.shouldstop = self.record.write_error

@@ -53,11 +53,16 @@ class RunRecord:
         return self._by_id[case_id]
 
     def finish(self, case_id: str, status: str, reason: str, duration_s: float,
-               divergence: dict | None = None) -> None:
+               divergence: dict | None = None, attempts: list[dict] | None = None) -> None:
+        """`attempts`: the earlier attempts of a retried case ({status, reason,
+        duration_s}); the case's own fields are its last attempt's."""
         assert status in STATUSES, status
         case = self._by_id[case_id]
         case.update(status=status, reason=reason, duration_s=round(duration_s, 3),
                     divergence=divergence)
+        if attempts:
+            case.update(retried=True, attempts=attempts + [{"status": status, "reason": reason,
+                                                            "duration_s": round(duration_s, 3)}])
         self.write()
 
     def annotate(self, case_id: str, **fields) -> None:
