@@ -43,7 +43,7 @@ FLAGS: dict[str, dict[str, str]] = {
             "--series": "series", "--revision": "positive-int", "--series-prefix": "non-negative-int",
             "--modules": "folder", "--features": "features", "--suite": "suite", "--case": "case",
             "--user-space-only": "switch", "--profile": "profile", "--output": "output",
-            "--seed": "integer", "--retries": "non-negative-int", "--label": "text", "--accel": "choice", "--boot-timeout": "positive-float",
+            "--seed": "integer", "--retries": "non-negative-int", "--quiet": "switch", "--json": "switch", "--label": "text", "--accel": "choice", "--boot-timeout": "positive-float",
             "--history": "history", "--append": "shell-words", "--target": "target",
             "--ssh-key": "ssh-key", "--host-key": "host-key", "--vfio-device": "pci",
             "--allow-module-changes": "switch"},

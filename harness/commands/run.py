@@ -5,10 +5,12 @@ import argparse
 import contextlib
 import datetime as dt
 import fnmatch
+import json
 import os
 import random
 import resource
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=t.integer, help="seed of the random op-scripts (default: random)")
     p.add_argument("--retries", type=t.non_negative_int, default=1,
                    help="re-runs of a case that ERRORs, each in a fresh machine (default 1; 0: none)")
+    p.add_argument("--quiet", action="store_true", help="no progress and no table: the summary line only")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON line per finished case on stdout, then the run's summary as JSON")
     p.add_argument("--label", default="", help="free text recorded in run.json")
     p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
     p.add_argument("--boot-timeout", type=t.positive_float, default=120.0, help="seconds (default 120)")
@@ -135,8 +140,9 @@ def cmd_run(args) -> int:
     payload_names = ["probe"] + [f for f in all_features if f in wanted
                                  and registry.get(f).runs_on == "target"]
 
-    def progress(text: str) -> None:
-        err.print(f"[dim]{text}[/dim]")
+    from harness.commands.run_progress import RunProgress, choose_mode, history_estimates
+    progress = RunProgress(choose_mode(args.quiet, args.json, sys.stderr), err,
+                           history_estimates(Path(args.history) if args.history else REPO / "results" / "history.sqlite"))
     live = None
     if target.live:
         live = LiveHost.open(LiveOptions(target, [f for f in all_features if f in wanted], payload_names,
@@ -237,11 +243,12 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
                          target=target, user_space_only=args.user_space_only, retries=args.retries)
     ctx = RunContext(options, kernel, record, progress, live)
     plugin = KvmconfPlugin(ctx, record, suites, args.case, progress)
-    err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), target {target.where}"
-              + (", no machine (only the kernel's own code compiled into user-space programs)"
-                 if kernel.kind == "source" else
-                 f", machine {machine_profile.name}, accel {accel} ({accel_reason})" if live is None else "")
-              + f", seed {seed}")
+    if progress.mode in ("bar", "lines"):
+        err.print(f"run {run_id}: kernel {kernel.version} ({kernel.kind}), target {target.where}"
+                  + (", no machine (only the kernel's own code compiled into user-space programs)"
+                     if kernel.kind == "source" else
+                     f", machine {machine_profile.name}, accel {accel} ({accel_reason})" if live is None else "")
+                  + f", seed {seed}")
     pytest_args = [str(TESTCASES), "-p", "no:cacheprovider", "-q", "--no-header", "-rN",
                    "--tb=short", "--rootdir", str(REPO)]
     signame = None
@@ -249,6 +256,7 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
         try:
             code = pytest.main(pytest_args, plugins=[plugin])
         finally:
+            progress.close()
             signame = plugin.interrupted or interrupt.received()
             with interrupt.deferred():
                 ctx.close(kill=signame is not None)
@@ -272,7 +280,15 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
         raise HarnessError(f"--output {output}: cannot write junit.xml: {e.strerror or e}") from None
     history.append(Path(args.history) if args.history else REPO / "results" / "history.sqlite",
                    record.data, record.path)
-    print_summary(record.data)
+    if progress.mode in ("bar", "lines"):
+        print_summary(record.data)
+    elif progress.mode == "quiet":
+        out.print(" ".join(f"{k}={v}" for k, v in record.data["summary"].items()) +
+                  f"  total_s={record.data['timing']['total_s']}", markup=False)
+    else:
+        print(json.dumps({"run_id": record.data["run_id"], "summary": record.data["summary"],
+                          "exit_code": record.exit_code(), "interrupted": signame,
+                          "record": str(record.path)}), flush=True)
     if signame:
         err.print(f"kvmconf: interrupted by {signame}: the case it arrived in is ERROR, "
                   f"the {record.data['summary']['miss']} not started are MISS", markup=False)

@@ -97,6 +97,8 @@ class KvmconfPlugin:
         items.sort(key=rank)
         self.record.plan([(self._ids[i.nodeid], self._ids[i.nodeid].split("/", 1)[0]) for i in items],
                          self.ctx.options.reproduce)
+        if hasattr(self.progress, "planned"):
+            self.progress.planned([self._ids[i.nodeid] for i in items])
 
     # -- outcomes -----------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
@@ -125,7 +127,10 @@ class KvmconfPlugin:
 
     def pytest_runtest_logstart(self, nodeid, location):
         self._outcome[self._ids[nodeid]] = {"status": None, "start": time.monotonic()}
-        self.progress(f"running {self._ids[nodeid]}")
+        if hasattr(self.progress, "started"):
+            self.progress.started(self._ids[nodeid])
+        else:
+            self.progress(f"running {self._ids[nodeid]}")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -185,7 +190,10 @@ class KvmconfPlugin:
         state["finished"] = True
         self.record.finish(cid, status, state.get("reason") or ("" if status == "PASS" else "no outcome"),
                            time.monotonic() - state["start"], state.get("divergence"), state.get("attempts"))
-        self.progress(f"{status:5} {cid}")
+        if hasattr(self.progress, "finished"):
+            self.progress.finished(cid, status, self.record.case(cid)["reason"], time.monotonic() - state["start"])
+        else:
+            self.progress(f"{status:5} {cid}")
         if self.record.write_error and self._session is not None:
             self._session.shouldstop = self.record.write_error
 
