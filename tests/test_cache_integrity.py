@@ -395,6 +395,7 @@ def _seed_tree(root: Path) -> None:
 
 
 @gcc
+@pytest.mark.nightly   # 40 s of unpacking; the .deb and every other artifact kind are checked in make test
 def test_debian_kernel_and_modules_corrupted_on_disk_are_unpacked_again(seeded_debian, caplog):
     """A flipped byte in the kernel, the tree's manifest gone, a truncated module (caught
     before the guest image reads it): each is named, and the tree unpacked again."""

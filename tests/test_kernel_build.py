@@ -147,6 +147,7 @@ def test_tarball_that_is_not_a_kernel_source(tmp_path):
     assert f"--source {tmp_path / 'proj.tar.gz'}: not a Linux kernel source" in done.stderr
 
 
+@pytest.mark.nightly   # 46 s; test_incremental_rebuild_after_a_one_line_patch covers the same object tree
 def test_a_source_tree_that_differs_in_one_file_builds_incrementally(base_build, tmp_path):
     """A maintainer's tree (or a mutated copy of the source) reuses the work and object
     trees: only the files that differ are synced and rebuilt."""

@@ -100,7 +100,8 @@ def test_named_cases_reach_every_reachable_rule(name):
     assert sorted(rules.reachable(s.model) - reached) == []
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+# seeds 3-5 in ci/nightly.sh: two seeds per model keep make test within its budget
+@pytest.mark.parametrize("seed", [1, 2, *(pytest.param(s, marks=pytest.mark.nightly) for s in (3, 4, 5))])
 @pytest.mark.parametrize("name", sorted(MODEL_TESTS))
 def test_300_random_scripts_reach_90_percent_of_the_rules(name, seed):
     s = suite(name)

@@ -31,13 +31,3 @@ def test_an_error_is_retried_once_in_a_fresh_machine(tmp_path, debian_kernel):
     for name in ("flaky", "broken"):
         first, second = (out / f"{name}.machines").read_text().split()
         assert first != second
-
-
-@pytest.mark.e2e
-def test_retries_zero_keeps_the_first_error(tmp_path, debian_kernel):
-    out = tmp_path / "o"
-    done = kvmconf("run", "--case", "smoke/flaky", "--retries", "0", "--output", str(out),
-                   "--history", str(tmp_path / "h"), env=SUITE)
-    assert done.returncode == 2
-    (case,) = load_run(out)["cases"]
-    assert case["status"] == "ERROR" and "retried" not in case

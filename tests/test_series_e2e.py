@@ -12,7 +12,10 @@ from harness.kernel import build
 from harness.results.schema import problems
 from tests.conftest import FIXTURES, kvmconf, load_run
 
-pytestmark = pytest.mark.e2e
+# Four kernel builds of a series' prefixes (about 3.5 min): ci/nightly.sh runs them;
+# make test keeps the series parsing, compare and bisect logic (tests/test_series_compare.py)
+# and real kernel builds (tests/test_kernel_build.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.nightly]
 
 SERIES = FIXTURES / "syndbg-series-v2.mbox"
 SOURCE = str(build.DEFAULT_SOURCE)

@@ -520,7 +520,8 @@ def test_named_cases_reach_every_reachable_rule():
     assert sorted(rules.reachable(model) - reached) == []
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+# seeds 3-5 in ci/nightly.sh: two seeds keep make test within its budget
+@pytest.mark.parametrize("seed", [1, 2, *(pytest.param(s, marks=pytest.mark.nightly) for s in (3, 4, 5))])
 def test_300_random_scripts_reach_90_percent(seed):
     wanted = rules.reachable(model)
     reached = _reached(_draw(seed, 300)) & wanted
