@@ -17,25 +17,13 @@ from pathlib import Path
 import pytest
 
 from harness import tmpdirs
+from harness.machine import qemu_pids_writing_to as qemu_pids
 from harness.results.schema import problems
 from tests.conftest import REPO, end_with_pytest, kvmconf, load_run, statuses
 
 SUITE = {"KVMCONF_TESTCASES": str(REPO / "tests/fixtures/outsidefaults")}
 CASES = ["smoke/first", "smoke/wait-a", "smoke/after-a", "smoke/wait-b", "smoke/after-b",
          "smoke/wait-c", "smoke/after-c"]
-
-
-def qemu_pids(out: Path) -> list[int]:
-    """QEMU processes of the run writing into `out` (from the process table)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64") and str(out).encode() in b" ".join(argv):
-            pids.append(int(proc.name))
-    return pids
 
 
 def group_exists(pgid: int) -> bool:

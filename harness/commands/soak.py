@@ -18,6 +18,7 @@ from harness import tmpdirs
 from harness.commands import argtypes as t
 from harness.commands.common import REPO, err, out, output_dir
 from harness.errors import UsageError
+from harness.machine import qemu_pids_writing_to
 
 CYCLE_TIMEOUT_S = 600.0
 
@@ -30,19 +31,6 @@ def add_soak_options(p) -> None:
     p.add_argument("--kernel", type=t.bzimage, help="bzImage of the kernel under test (default: Debian's package)")
     p.add_argument("--modules", type=t.existing_dir, help="its modules: lib/modules/<version> or a root containing it")
     p.add_argument("--output", type=t.output_folder, help="soak folder (default: results/soak-<time>)")
-
-
-def _qemu_of(folder: Path) -> list[int]:
-    """QEMU processes whose command line names `folder` (a cycle's own output)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"qemu-system-x86_64") and str(folder).encode() in b" ".join(argv):
-            found.append(int(proc.name))
-    return found
 
 
 def _cycle(n: int, args, folder: Path) -> dict:
@@ -78,7 +66,7 @@ def _cycle(n: int, args, folder: Path) -> dict:
     except (OSError, ValueError, KeyError) as e:
         result["failures"].append(f"no valid run.json ({type(e).__name__}: {e})")
     time.sleep(0.5)     # a QEMU being reaped
-    result["leaked_processes"] = [f"qemu pid {pid}" for pid in _qemu_of(cycle_out)]
+    result["leaked_processes"] = [f"qemu pid {pid}" for pid in qemu_pids_writing_to(cycle_out)]
     result["leaked_files"] = [str(p) for p in tmpdirs.owned_by(proc.pid)]
     return result
 

@@ -38,6 +38,20 @@ def qemu_binary() -> str:
     return path
 
 
+def qemu_pids_writing_to(folder: Path) -> list[int]:
+    """The QEMU processes whose command line names `folder` (a run's output folder: its
+    serial log is there), from the process table: for checks that none is left."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"qemu-system-x86_64") and str(folder).encode() in b" ".join(argv):
+            pids.append(int(proc.name))
+    return pids
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
