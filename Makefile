@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the harness needs on the host.
 DEBS := qemu-system-x86 qemu-utils busybox-static cpio dropbear-bin openssh-sftp-server kmod gcc libc6-dev \
         python3-venv python3-dev xz-utils git bc bison flex libelf-dev libssl-dev make ccache rsync \
-        libipt-dev chromium chromium-driver
+        libipt-dev chromium chromium-driver postgresql
 
 .PHONY: run test deps venv
 

@@ -44,7 +44,7 @@ FLAGS: dict[str, dict[str, str]] = {
             "--modules": "folder", "--features": "features", "--suite": "suite", "--case": "case",
             "--user-space-only": "switch", "--profile": "profile", "--output": "output",
             "--seed": "integer", "--retries": "non-negative-int", "--quiet": "switch", "--json": "switch", "--label": "text", "--accel": "choice", "--boot-timeout": "positive-float",
-            "--history": "history", "--append": "shell-words", "--target": "target",
+            "--history": "history", "--db": "db", "--append": "shell-words", "--target": "target",
             "--ssh-key": "ssh-key", "--host-key": "host-key", "--vfio-device": "pci",
             "--allow-module-changes": "switch"},
     "list": {"--features": "features", "--json": "switch", "--names": "switch", "--target": "target"},
@@ -64,14 +64,14 @@ FLAGS: dict[str, dict[str, str]] = {
     "bench": {"--kernel": "bzimage", "--modules": "folder", "--machine": "choice", "--accel": "choice",
               "--boot-timeout": "positive-float", "--boots": "positive-int"},
     "soak": {"--minutes": "positive-float", "--cycles": "positive-int", "--case": "case", "--kernel": "bzimage",
-             "--modules": "folder", "--output": "output"},
+             "--modules": "folder", "--output": "output", "--db": "db"},
 }
 
 # kind -> the argparse type= it must have (None: argparse's own: switches, choices, free text)
 TYPES = {
     "bzimage": t.bzimage, "source": t.kernel_source, "patch": t.patch_file, "config": t.config_fragment,
     "series": t.series_source, "run-record": t.run_record, "folder": t.existing_dir, "output": t.output_folder,
-    "history": t.history_db, "ssh-key": t.ssh_private_key, "host-key": t.host_key, "target": t.target,
+    "history": t.history_db, "db": t.db_url, "ssh-key": t.ssh_private_key, "host-key": t.host_key, "target": t.target,
     "pci": t.pci_address, "features": t.feature_list, "suite": t.suite_name, "profile": t.profile,
     "case": t.case_pattern, "shell-words": t.shell_words, "integer": t.integer,
     "positive-int": t.positive_int, "non-negative-int": t.non_negative_int, "positive-float": t.positive_float,
@@ -128,6 +128,10 @@ BAD: dict[str, list[tuple[str, str, str]]] = {
                 ("under-a-file", "{d}/text/h.sqlite", r"not writable \(Not a directory\)"),
                 ("malformed", "{d}/text", r"not an SQLite database"),
                 ("truncated", "{d}/truncated.sqlite", r"truncated SQLite database")],
+    "db": [("empty", "", r"empty URL"), ("other-scheme", "mysql://h/db", r"expected postgresql://"),
+           ("port", "postgresql://h:99999/db", r"port 99999 is not a port number"),
+           ("malformed", "postgresql://h/db?bogus=1", r"not a PostgreSQL URL \(invalid URI query parameter"),
+           ("no-server", "postgresql:///db?host={d}/folder", r"cannot connect \(connection")],
     "ssh-key": FILE_CASES + [("malformed", "{d}/text", r"not a private key")],
     "host-key": [("empty", "", r"empty"), ("fifo", "{d}/fifo", r"not a regular file"),
                  ("malformed-file", "{d}/text", r"not an OpenSSH public key"),

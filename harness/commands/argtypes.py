@@ -180,6 +180,23 @@ def history_db(value: str) -> str:
     return value
 
 
+def db_url(value: str) -> str:
+    """--db (default $KVMCONF_DB): postgresql://... that parses and takes a connection
+    now (5 s at most), or sqlite:///PATH (as --history). The line shows the URL without
+    its password, and says when the value came from $KVMCONF_DB."""
+    from harness.results import history
+    if value.startswith("sqlite://"):
+        history_db(value[len("sqlite://"):])
+        return value
+    shown = history.redact(value)
+    source = f" (from ${history.ENV})" if value and value == os.environ.get(history.ENV) else ""
+    try:
+        history.check_url(value)
+    except (ValueError, history.StoreError) as e:
+        raise _bad(shown, f"{e}{source}") from None
+    return value
+
+
 @_reusing
 def bzimage(value: str) -> str:
     """--kernel: a bzImage (its x86 boot header and the size that header promises)."""

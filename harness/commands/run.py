@@ -53,6 +53,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
     p.add_argument("--boot-timeout", type=t.positive_float, default=120.0, help="seconds (default 120)")
     p.add_argument("--history", type=t.history_db, help="SQLite history (default: results/history.sqlite)")
+    p.add_argument("--db", type=t.db_url, default=os.environ.get("KVMCONF_DB") or None,
+                   help="history store shared by many hosts: postgresql://[USER@]HOST[:PORT]/DBNAME "
+                        "(default: $KVMCONF_DB; --history wins over it)")
     p.add_argument("--append", default="", type=t.shell_words, help="extra kernel command line for the guest")
     add_target_options(p)
 
@@ -278,7 +281,7 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
         junit.write(record.data, output / "junit.xml")
     except OSError as e:
         raise HarnessError(f"--output {output}: cannot write junit.xml: {e.strerror or e}") from None
-    history.append(Path(args.history) if args.history else REPO / "results" / "history.sqlite",
+    history.append(history.destination(args.db, args.history, REPO / "results" / "history.sqlite"),
                    record.data, record.path)
     if progress.mode in ("bar", "lines"):
         print_summary(record.data)

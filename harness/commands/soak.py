@@ -31,12 +31,15 @@ def add_soak_options(p) -> None:
     p.add_argument("--kernel", type=t.bzimage, help="bzImage of the kernel under test (default: Debian's package)")
     p.add_argument("--modules", type=t.existing_dir, help="its modules: lib/modules/<version> or a root containing it")
     p.add_argument("--output", type=t.output_folder, help="soak folder (default: results/soak-<time>)")
+    p.add_argument("--db", type=t.db_url,
+                   help="the cycles' history store, postgresql://... (default: SQLite in the soak folder)")
 
 
 def _cycle(n: int, args, folder: Path) -> dict:
     """One `kvmconf run` with a deadline; what it recorded and what it left behind."""
     argv = [sys.executable, "-m", "harness.cli", "run", "--output", str(folder / f"cycle-{n:04d}"),
-            "--history", str(folder / "history.sqlite"), "--label", f"soak cycle {n}",
+            *(("--db", args.db) if args.db else ("--history", str(folder / "history.sqlite"))),
+            "--label", f"soak cycle {n}",
             "--retries", "0"]      # a soak counts every ERROR: a retry would hide a flake
     argv += [w for case in args.case for w in ("--case", case)] or ["--suite", "smoke"]
     for flag in ("kernel", "modules"):
