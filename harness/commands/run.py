@@ -124,7 +124,7 @@ def cmd_run(args) -> int:
             raise UsageError(f"--suite {suite}: unknown suite (known: {', '.join(known_suites())})")
     suites = args.suite or (["smoke"] + features)
     profiles = parse_profiles(args.profile)
-    run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+    run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(6).hex()   # unique across the hosts that share one store
     output = output_dir(Path(args.output) if args.output else REPO / "results" / run_id)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     wanted = {s for s in suites if s in all_features}
