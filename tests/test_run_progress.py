@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 
 from rich.console import Console
 
+from harness.results import history
 from harness.commands.run_progress import RunProgress, choose_mode, history_estimates
 from tests.conftest import kvmconf
 
@@ -43,14 +43,16 @@ def test_lines_mode_prints_each_case_and_the_history_gives_means(tmp_path):
     progress.finished("f/a/1", "FAIL", "why", 1.0)
     assert "running f/a/1" in screen.getvalue() and "FAIL  f/a/1" in screen.getvalue()
     db = tmp_path / "h.sqlite"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE cases (run_id TEXT, case_id TEXT, feature TEXT, status TEXT, reason TEXT, "
-                     "duration_s REAL)")
-        conn.executemany("INSERT INTO cases VALUES (?,?,?,?,?,?)",
-                         [("r1", "f/a/1", "f", "PASS", "", 10.0), ("r2", "f/a/1", "f", "FAIL", "", 20.0),
-                          ("r3", "f/a/1", "f", "ERROR", "", 500.0)])
+    store = history.open_store(db)
+    for n, (status, seconds) in enumerate((("PASS", 10.0), ("FAIL", 20.0), ("ERROR", 500.0))):
+        store.append({"schema": "kvmconf-run/1", "run_id": f"r{n}", "started": f"2026-12-0{n + 1}T00:00:00+00:00",
+                      "label": "", "summary": {}, "cases": [{"id": "f/a/1", "feature": "f", "status": status,
+                                                             "reason": "", "duration_s": seconds}]},
+                     tmp_path / f"r{n}.json")
+    store.close()
     assert history_estimates(db) == {"f/a/1": 15.0}          # an ERROR's time is no estimate
-    assert history_estimates(tmp_path / "none.sqlite") == {}
+    (tmp_path / "not-a-db.sqlite").write_text("garbage")
+    assert history_estimates(tmp_path / "not-a-db.sqlite") == {}
 
 
 def test_json_mode_prints_a_line_per_case_then_the_summary(tmp_path):

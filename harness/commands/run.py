@@ -144,8 +144,10 @@ def cmd_run(args) -> int:
                                  and registry.get(f).runs_on == "target"]
 
     from harness.commands.run_progress import RunProgress, choose_mode, history_estimates
+    from harness.results import history
     progress = RunProgress(choose_mode(args.quiet, args.json, sys.stderr), err,
-                           history_estimates(Path(args.history) if args.history else REPO / "results" / "history.sqlite"))
+                           history_estimates(history.destination(args.db, args.history,
+                                                                 REPO / "results" / "history.sqlite")))
     live = None
     if target.live:
         live = LiveHost.open(LiveOptions(target, [f for f in all_features if f in wanted], payload_names,

@@ -80,13 +80,22 @@ class RunProgress:
         return f"{int(left // 60)}m{int(left % 60):02d}s"
 
 
-def history_estimates(db_path) -> dict[str, float]:
-    """Mean duration of each case over the history's last runs (SQLite store)."""
-    import sqlite3
+def history_estimates(where) -> dict[str, float]:
+    """Mean duration of each case over the history store's last 20 runs (SQLite path or
+    PostgreSQL URL, as `run` appends to); {} when the store cannot be read: the estimate
+    then comes from this run's own cases."""
+    from harness.errors import HarnessError
+    from harness.results import history
     try:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
-            rows = db.execute("SELECT case_id, AVG(duration_s) FROM cases WHERE status IN ('PASS','FAIL','SKIP') "
-                              "GROUP BY case_id").fetchall()
-    except sqlite3.Error:
+        store = history.open_store(where)
+        try:
+            rows = store.recent_cases(20)
+        finally:
+            store.close()
+    except (HarnessError, OSError):
         return {}
-    return {cid: float(mean) for cid, mean in rows if mean is not None}
+    spent: dict[str, list[float]] = {}
+    for row in rows:
+        if row["status"] in ("PASS", "FAIL", "SKIP") and row["duration_s"] is not None:
+            spent.setdefault(row["case_id"], []).append(float(row["duration_s"]))
+    return {cid: sum(times) / len(times) for cid, times in spent.items()}
