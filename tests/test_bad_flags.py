@@ -65,6 +65,9 @@ FLAGS: dict[str, dict[str, str]] = {
               "--boot-timeout": "positive-float", "--boots": "positive-int"},
     "soak": {"--minutes": "positive-float", "--cycles": "positive-int", "--case": "case", "--kernel": "bzimage",
              "--modules": "folder", "--output": "output", "--db": "db"},
+    "report": {"runs": "run-record", "--html": "switch", "--ktap": "switch", "--kcidb": "switch",
+               "--squad": "switch", "--junit": "switch", "--output": "output", "--artifacts-url": "url",
+               "--db": "db", "--history": "history"},
 }
 
 # kind -> the argparse type= it must have (None: argparse's own: switches, choices, free text)
@@ -75,7 +78,7 @@ TYPES = {
     "pci": t.pci_address, "features": t.feature_list, "suite": t.suite_name, "profile": t.profile,
     "case": t.case_pattern, "shell-words": t.shell_words, "integer": t.integer,
     "positive-int": t.positive_int, "non-negative-int": t.non_negative_int, "positive-float": t.positive_float,
-    "switch": None, "choice": None, "text": None,
+    "url": t.artifacts_url, "switch": None, "choice": None, "text": None,
 }
 
 # Bad values: (label, value, what the line must say). `{d}` is the folder of the bad
@@ -158,6 +161,10 @@ BAD: dict[str, list[tuple[str, str, str]]] = {
                 ("zero", "0", r"must be more than 0"), ("negative", "-1", r"must be more than 0"),
                 ("nan", "nan", r"not a finite number"), ("inf", "inf", r"not a finite number")],
     "choice": [("unknown", "bogus", r"invalid choice \(choose from ")],
+    "url": [("empty", "", r"empty \(expected an absolute URL"), ("no-scheme", "ci.example.org/runs", r"not an absolute URL"),
+            ("no-host", "https:///runs", r"no host"), ("relative-file", "file:runs", r"not an absolute file URL"),
+            ("query", "https://ci.example.org/?x=1", r"has a query or fragment"),
+            ("space", "https://ci.example.org/my runs/", r"not a valid URI")],
     "switch": [], "text": [],
 }
 

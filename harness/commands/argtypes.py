@@ -356,6 +356,33 @@ def shell_words(value: str) -> str:
     return value
 
 
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def artifacts_url(value: str) -> str:
+    """--artifacts-url: an absolute URL ("{run_id}" is replaced by each run's id) that
+    KCIDB takes as a URI once a file name is added to it (checked with the same
+    checker kcidb-io validates with)."""
+    import urllib.parse
+    if not value:
+        raise _bad(value, "empty (expected an absolute URL such as https://HOST/PATH/)")
+    sample = value.replace("{run_id}", "20260101-000000-0000")
+    parts = urllib.parse.urlsplit(sample)
+    if not parts.scheme or not _URL_SCHEME.fullmatch(parts.scheme) or not sample.startswith(parts.scheme + ":"):
+        raise _bad(value, "not an absolute URL (expected SCHEME://HOST/PATH, e.g. https:// or file://)")
+    if parts.scheme.lower() != "file" and not parts.netloc:
+        raise _bad(value, "no host (expected SCHEME://HOST/PATH)")
+    if parts.scheme.lower() == "file" and not parts.path.startswith("/"):
+        raise _bad(value, "not an absolute file URL (expected file:///PATH)")
+    if parts.query or parts.fragment:
+        raise _bad(value, "has a query or fragment (file names are added at its end)")
+    import jsonschema
+    probe = (sample if sample.endswith("/") else sample + "/") + "run.json"
+    if not jsonschema.FormatChecker().conforms(probe, "uri"):
+        raise _bad(value, "not a valid URI (spaces and characters such as <>\"{}| must be %-escaped)")
+    return value
+
+
 # -- numbers -------------------------------------------------------------------------
 def integer(value: str) -> int:
     try:
