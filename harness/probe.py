@@ -95,8 +95,11 @@ def qemu_version(binary: str) -> str:
 def host_capabilities() -> dict:
     cpu = _cpuinfo()
     usable, why = host_kvm_usable()
+    uname = platform.uname()
     return {"cpu_vendor": cpu.get("vendor_id", platform.machine()),
             "cpu_model": cpu.get("model name", "unknown"),
+            "microcode": cpu.get("microcode"),          # None where /proc/cpuinfo has none (TCG)
+            "kernel": f"{uname.release} {uname.version}",  # the host's, not the kernel under test
             "cpu_flags": cpu.get("flags", "").split(),
             "kvm": {"usable": usable, "detail": why, **host_nested()}}
 
