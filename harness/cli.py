@@ -1,4 +1,4 @@
-"""kvmconf: one command per intent (run, list, probe, bench, kernel, series, compare, bisect, mutate, report).
+"""kvmconf: one command per intent (run, list, probe, bench, kernel, series, compare, bisect, mutate, report, publish).
 
 Exit codes: 0 all is well, 1 the kernel side is wrong, 2 the harness broke or
 the usage is bad; the reason is one line on stderr.
@@ -17,6 +17,7 @@ from harness.commands.kernel import add_build_options, cmd_kernel_build
 from harness.commands.list import cmd_list
 from harness.commands.mutate import add_mutate_options, cmd_mutate
 from harness.commands.probe import cmd_bench, cmd_probe
+from harness.commands.publish import add_publish_options
 from harness.commands.report import add_report_options
 from harness.commands.run import add_run_options, add_target_options, cmd_run
 from harness.commands.series import cmd_bisect, cmd_compare, cmd_series_show
@@ -114,6 +115,8 @@ def parser() -> argparse.ArgumentParser:
     soak.set_defaults(func=cmd_soak)
     report = sub.add_parser("report", help="run records as HTML, KTAP, KCIDB, SQUAD or JUnit files")
     add_report_options(report)
+    publish = sub.add_parser("publish", help="send run records to KCIDB (kcidb-rest) or SQUAD over HTTP")
+    add_publish_options(publish)
     for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
                                  ("bench", cmd_bench, "measure boot-to-SSH-ready time")):
         p = sub.add_parser(name, help=helptext)

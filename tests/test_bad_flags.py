@@ -68,6 +68,8 @@ FLAGS: dict[str, dict[str, str]] = {
     "report": {"runs": "run-record", "--html": "switch", "--ktap": "switch", "--kcidb": "switch",
                "--squad": "switch", "--junit": "switch", "--output": "output", "--artifacts-url": "url",
                "--db": "db", "--history": "history"},
+    "publish": {"runs": "run-record", "--kcidb": "kcidb-url", "--squad": "squad-url", "--token-file": "token-file",
+                "--artifacts-url": "url", "--deadline": "positive-float"},
 }
 
 # kind -> the argparse type= it must have (None: argparse's own: switches, choices, free text)
@@ -78,7 +80,8 @@ TYPES = {
     "pci": t.pci_address, "features": t.feature_list, "suite": t.suite_name, "profile": t.profile,
     "case": t.case_pattern, "shell-words": t.shell_words, "integer": t.integer,
     "positive-int": t.positive_int, "non-negative-int": t.non_negative_int, "positive-float": t.positive_float,
-    "url": t.artifacts_url, "switch": None, "choice": None, "text": None,
+    "url": t.artifacts_url, "kcidb-url": t.kcidb_url, "squad-url": t.squad_url, "token-file": t.token_file,
+    "switch": None, "choice": None, "text": None,
 }
 
 # Bad values: (label, value, what the line must say). `{d}` is the folder of the bad
@@ -165,6 +168,15 @@ BAD: dict[str, list[tuple[str, str, str]]] = {
             ("no-host", "https:///runs", r"no host"), ("relative-file", "file:runs", r"not an absolute file URL"),
             ("query", "https://ci.example.org/?x=1", r"has a query or fragment"),
             ("space", "https://ci.example.org/my runs/", r"not a valid URI")],
+    "kcidb-url": [("empty", "", r"empty"), ("other-scheme", "ftp://kcidb.example.org/", r"expected an http"),
+                  ("no-host", "https:///submit", r"no host"), ("port", "https://h:99999/", r"not a valid port"),
+                  ("query", "https://kcidb.example.org/?x=1", r"has a query or fragment")],
+    "squad-url": [("empty", "", r"empty"), ("no-host", "https:///g/p/b/e", r"no host"),
+                  ("short", "https://squad.example.org/group/project", r"expected SQUAD's URL then /GROUP/PROJECT"),
+                  ("not-a-slug", "https://squad.example.org/g/p/b/-env", r"environment '-env' is not a SQUAD slug")],
+    "token-file": FILE_CASES + [("empty-file", "{d}/empty", r"empty \(expected the token on one line\)"),
+                                ("two-lines", "{d}/two-lines", r"more than one line"),
+                                ("binary", "{d}/binary", r"more than one line|not a token")],
     "switch": [], "text": [],
 }
 
@@ -262,6 +274,7 @@ def _bad_files(d):
     (d / "dangling").symlink_to(d / "missing")
     (d / "empty").write_bytes(b"")
     (d / "text").write_text("hello\n")
+    (d / "two-lines").write_text("token-one\ntoken-two\n")
     (d / "binary").write_bytes(b"\xff\xfe\x00\x80kvm\xc3\x28\n" * 8)
     # a bzImage header that promises 4 setup sectors and 64 KiB of kernel, in 4 KiB
     image = bytearray(0x1000)

@@ -383,6 +383,33 @@ def artifacts_url(value: str) -> str:
     return value
 
 
+@_reusing
+def token_file(value: str) -> str:
+    """--token-file: a readable regular file holding one non-empty line (the token
+    itself is never part of an error)."""
+    from harness.report.publish import read_token
+    existing_file(value)
+    read_token(value)
+    return value
+
+
+@_reusing
+def kcidb_url(value: str) -> str:
+    """--kcidb: kcidb-rest's http(s) URL (the POST goes to its /submit)."""
+    from harness.report.publish import kcidb_endpoint
+    kcidb_endpoint(value)
+    return value
+
+
+@_reusing
+def squad_url(value: str) -> str:
+    """--squad: SQUAD's http(s) URL then /GROUP/PROJECT/BUILD/ENV (slugs; "{build}" and
+    "{env}" stand for the run's suggestions)."""
+    from harness.report.publish import squad_endpoint
+    squad_endpoint(value)
+    return value
+
+
 # -- numbers -------------------------------------------------------------------------
 def integer(value: str) -> int:
     try:
