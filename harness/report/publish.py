@@ -86,6 +86,8 @@ def _http_url(value: str) -> urllib.parse.SplitResult:
         raise UsageError(f"{value}: expected an http:// or https:// URL")
     if not parts.hostname:
         raise UsageError(f"{value}: no host")
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(f"{shown(value)}: has user:password@ (the token goes in --token-file)")
     try:
         parts.port
     except ValueError:
