@@ -32,10 +32,20 @@ echo "tainted=$(cat /proc/sys/kernel/tainted)"
 """
 
 
+# Where the host's /proc, /sys and /dev are read from: "/" but for the tests, which point
+# it at a recorded host (tests/fixtures/hosts/<name>/, tests/test_hardware_hosts.py).
+HOST_ROOT = Path("/")
+
+
+def host_path(path: str) -> Path:
+    """The host's `path` ("/proc/cpuinfo") under HOST_ROOT."""
+    return HOST_ROOT / path.lstrip("/")
+
+
 def _cpuinfo() -> dict[str, str]:
     info: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in host_path("/proc/cpuinfo").read_text().splitlines():
             key, sep, value = line.partition(":")
             if not sep:
                 break  # first processor only
@@ -47,7 +57,7 @@ def _cpuinfo() -> dict[str, str]:
 
 def _read(path: str) -> str | None:
     try:
-        return Path(path).read_text().strip()
+        return host_path(path).read_text().strip()
     except OSError:
         return None
 
@@ -59,7 +69,7 @@ def host_nested() -> dict[str, str | None]:
 
 def host_kvm_usable() -> tuple[bool, str]:
     try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(host_path("/dev/kvm"), os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
         return False, f"/dev/kvm: {e.strerror}"
     os.close(fd)
