@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the harness needs on the host.
 DEBS := qemu-system-x86 qemu-utils busybox-static cpio dropbear-bin openssh-sftp-server kmod gcc libc6-dev \
         python3-venv python3-dev xz-utils git bc bison flex libelf-dev libssl-dev make ccache rsync \
-        libipt-dev chromium chromium-driver postgresql
+        libipt-dev chromium chromium-driver postgresql lava-common
 
 .PHONY: run test deps venv
 
@@ -22,10 +22,14 @@ test: venv
 deps:
 	@bash ci/install-deps.sh $(DEBS)
 
-venv: deps $(STAMP)
+venv: deps $(STAMP) $(VENV)/.pipeline-tools
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+# lava-test-case and actionlint for tests/test_pipelines.py (a tool that cannot be had is skipped there)
+$(VENV)/.pipeline-tools: ci/pipeline-tools.sh $(STAMP)
+	bash ci/pipeline-tools.sh $(VENV) && touch $@ || echo "ci/pipeline-tools.sh: incomplete, tests/test_pipelines.py skips what is missing" >&2
