@@ -24,10 +24,10 @@ deps:
 
 venv: deps $(STAMP) $(VENV)/.pipeline-tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml avocado-plugin/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e . ./avocado-plugin
 	touch $(STAMP)
 
 # lava-test-case and actionlint for tests/test_pipelines.py (a tool that cannot be had is skipped there)
