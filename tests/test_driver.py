@@ -252,12 +252,18 @@ def test_verdict_rules_of_the_run_plugin(tmp_path):
     (tmp_path / "suite").mkdir()
     (tmp_path / "suite" / "test_rules.py").write_text(SUITE)
     record = RunRecord(tmp_path / "run.json", "r", "", {}, {"f": "p1"}, {"f": ("p1", "p2")})
+    replaced = []
     ctx = SimpleNamespace(booted=standin.Booted(), options=SimpleNamespace(reproduce="kvmconf run", target=targets.TargetSpec("qemu"),
-                                                                          user_space_only=False))
+                                                                          user_space_only=False, retries=1),
+                          replace_guest=lambda cid: replaced.append(cid) or "")
     plugin = KvmconfPlugin(ctx, record, ["f"], [])
     pt.main([str(tmp_path / "suite"), "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
             plugins=[plugin])
     status = {c["id"]: c["status"] for c in record.data["cases"]}
+    # each ERROR was retried once (the same again: both attempts kept), nothing else was
+    errors = sorted(cid for cid, s in status.items() if s == "ERROR")
+    assert sorted(replaced) == errors
+    assert all([a["status"] for a in record.case(cid)["attempts"]] == ["ERROR", "ERROR"] for cid in errors)
     assert status == {"f/v/skip-with-kernel-report": "FAIL", "f/v/keyerror": "ERROR",
                       "f/v/assertion": "ERROR", "f/v/harness-error": "ERROR",
                       "f/v/divergence": "FAIL", "f/v/kernel-failure": "FAIL",
