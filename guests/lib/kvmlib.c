@@ -393,3 +393,15 @@ int vcpu_run(struct vcpu *v, unsigned int deadline_ms)
 	errno = saved;
 	return r;
 }
+
+int kvm_msr_ioctl(int fd, unsigned long req, u32 msr, u64 *data)
+{
+	struct {
+		struct kvm_msrs hdr;
+		struct kvm_msr_entry e;
+	} m = { .hdr.nmsrs = 1, .e.index = msr, .e.data = *data };
+	int r = ioctl(fd, req, &m);
+
+	*data = m.e.data;
+	return r;
+}

@@ -117,4 +117,9 @@ void vcpu_set_regs(struct vcpu *v, const struct kvm_regs *r);
 
 void *gpa_ptr(struct vm *vm, u64 gpa);
 
+/* KVM_GET_MSRS / KVM_SET_MSRS (req) of one MSR on a system or vCPU fd: the
+ * ioctl's return value (the number done: 1, or 0 when KVM refused it; -1
+ * with errno); *data is the value sent and, for a get, the value read. */
+int kvm_msr_ioctl(int fd, unsigned long req, u32 msr, u64 *data);
+
 #endif

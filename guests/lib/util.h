@@ -9,4 +9,8 @@
  * on stderr, exit 2. */
 void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
+/* The first line of a (sysfs) file, newline dropped, in buf[32]; NULL when
+ * the file cannot be opened. */
+const char *sysfs_word(const char *path, char buf[32]);
+
 #endif

@@ -836,17 +836,9 @@ static int run_stdin(void)
 }
 
 /* The first line of a sysfs file, or "absent". */
-static const char *sysfs_word(const char *path, char buf[32])
+static const char *sysfs_line(const char *path, char buf[32])
 {
-	FILE *f = fopen(path, "r");
-
-	snprintf(buf, 32, "absent");
-	if (f) {
-		if (fgets(buf, 32, f))
-			buf[strcspn(buf, "\n")] = 0;
-		fclose(f);
-	}
-	return buf;
+	return sysfs_word(path, buf) ? buf : strcpy(buf, "absent");
 }
 
 static int probe(void)
@@ -873,11 +865,11 @@ static int probe(void)
 		json_null(&j, "hv_cpuid_nent");
 	json_i64(&j, "hv_cpuid_errno", hv_errno);
 	/* cpu_smt_possible() decides HV_X64_NO_NONARCH_CORESHARING in CPUID */
-	json_str(&j, "smt_control", sysfs_word("/sys/devices/system/cpu/smt/control", smt));
+	json_str(&j, "smt_control", sysfs_line("/sys/devices/system/cpu/smt/control", smt));
 	/* A tsc clocksource gives KVM its master clock, which the Hyper-V TSC
 	 * page (HV_X64_MSR_REFERENCE_TSC) needs (compute_tsc_page_parameters) */
 	json_str(&j, "clocksource",
-		 sysfs_word("/sys/devices/system/clocksource/clocksource0/current_clocksource", cs));
+		 sysfs_line("/sys/devices/system/clocksource/clocksource0/current_clocksource", cs));
 	json_end_line(&j);
 	return 0;
 }

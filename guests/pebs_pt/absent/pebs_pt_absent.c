@@ -98,24 +98,6 @@ static void put_listed(struct json *j, unsigned long req, u32 msr)
 	json_bool(j, "listed", found);
 }
 
-/* KVM_GET_MSRS / KVM_SET_MSRS of one MSR on fd: the ioctl's return value (the
- * number of MSRs done: 1, or 0 when KVM refused it; -1 with errno). */
-static int msr_ioctl(int fd, unsigned long req, u32 msr, u64 *data)
-{
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e;
-	} m = { 0 };
-	int r;
-
-	m.hdr.nmsrs = 1;
-	m.e.index = msr;
-	m.e.data = *data;
-	r = ioctl(fd, req, &m);
-	*data = m.e.data;
-	return r;
-}
-
 static void put_ret(struct json *j, int r, u64 value, bool with_value)
 {
 	json_i64(j, "ret", r);
@@ -340,7 +322,7 @@ static void run_case(long index, const struct kv *kv)
 	}
 	if (ops & OP_FEAT_GET) {
 		data = 0;
-		r = msr_ioctl(kvm_fd(), KVM_GET_MSRS, msr, &data);
+		r = kvm_msr_ioctl(kvm_fd(), KVM_GET_MSRS, msr, &data);
 		ev_begin(&j, &x, "feature_get");
 		json_u64(&j, "msr", msr);
 		put_ret(&j, r, data, true);
@@ -370,7 +352,7 @@ static void run_case(long index, const struct kv *kv)
 		guest_msr(&x, "guest_wrmsr", true, msr, value);
 	if (ops & OP_HOST_GET) {
 		data = 0;
-		r = msr_ioctl(x.v->fd, KVM_GET_MSRS, msr, &data);
+		r = kvm_msr_ioctl(x.v->fd, KVM_GET_MSRS, msr, &data);
 		ev_begin(&j, &x, "host_get");
 		json_u64(&j, "msr", msr);
 		put_ret(&j, r, data, true);
@@ -378,7 +360,7 @@ static void run_case(long index, const struct kv *kv)
 	}
 	if (ops & OP_HOST_SET) {
 		data = value;
-		r = msr_ioctl(x.v->fd, KVM_SET_MSRS, msr, &data);
+		r = kvm_msr_ioctl(x.v->fd, KVM_SET_MSRS, msr, &data);
 		ev_begin(&j, &x, "host_set");
 		json_u64(&j, "msr", msr);
 		json_u64(&j, "value", value);
@@ -387,7 +369,7 @@ static void run_case(long index, const struct kv *kv)
 	}
 	if (ops & OP_HOST_SET0) {
 		data = 0;
-		r = msr_ioctl(x.v->fd, KVM_SET_MSRS, msr, &data);
+		r = kvm_msr_ioctl(x.v->fd, KVM_SET_MSRS, msr, &data);
 		ev_begin(&j, &x, "host_set");
 		json_u64(&j, "msr", msr);
 		json_u64(&j, "value", 0);
@@ -439,20 +421,6 @@ static int run_stdin(void)
 }
 
 /* ---- probe --------------------------------------------------------------- */
-
-/* The first word of a sysfs file, or NULL. */
-static const char *sysfs_word(const char *path, char buf[32])
-{
-	FILE *f = fopen(path, "r");
-
-	if (!f)
-		return NULL;
-	if (!fgets(buf, 32, f))
-		buf[0] = 0;
-	fclose(f);
-	buf[strcspn(buf, "\n")] = 0;
-	return buf;
-}
 
 static void put_param(struct json *j, const char *key, const char *path)
 {
@@ -539,7 +507,7 @@ static int probe(void)
 		json_obj_close(&j);
 		{
 			u64 v = 0;
-			int r = msr_ioctl(kvm_fd(), KVM_GET_MSRS, 0x345, &v);
+			int r = kvm_msr_ioctl(kvm_fd(), KVM_GET_MSRS, 0x345, &v);
 
 			json_obj_open(&j, "feature_perf_caps");
 			put_ret(&j, r, v, true);

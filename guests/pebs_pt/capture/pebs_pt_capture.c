@@ -86,20 +86,6 @@ extern const u8 g64_capture[], g64_workload[], g64_workload_end[];
 
 struct entry { u64 msr, value; };
 
-/* KVM_GET_MSRS / KVM_SET_MSRS of one MSR: the number done (1, or 0 when
- * refused), -1 with errno. */
-static int msr_ioctl(int fd, unsigned long req, u32 msr, u64 *data)
-{
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e;
-	} m = { .hdr.nmsrs = 1, .e.index = msr, .e.data = *data };
-	int r = ioctl(fd, req, &m);
-
-	*data = m.e.data;
-	return r;
-}
-
 /* The guest's lists, in the order capture.S writes them. */
 static int setup_list(struct entry *e, const struct kv *kv)
 {
@@ -234,9 +220,9 @@ static void capture(long index, const struct kv *kv)
 		failed = "KVM_GET_SUPPORTED_CPUID";
 	else if (vcpu_set_cpuid(v, c))
 		failed = "KVM_SET_CPUID2";
-	else if (msr_ioctl(kvm_fd(), KVM_GET_MSRS, MSR_PERF_CAPABILITIES, &caps) != 1)
+	else if (kvm_msr_ioctl(kvm_fd(), KVM_GET_MSRS, MSR_PERF_CAPABILITIES, &caps) != 1)
 		failed = "KVM_GET_MSRS of the feature MSR IA32_PERF_CAPABILITIES";
-	else if (msr_ioctl(v->fd, KVM_SET_MSRS, MSR_PERF_CAPABILITIES, &caps) != 1)
+	else if (kvm_msr_ioctl(v->fd, KVM_SET_MSRS, MSR_PERF_CAPABILITIES, &caps) != 1)
 		failed = "KVM_SET_MSRS of the vCPU's IA32_PERF_CAPABILITIES";
 	else if (vcpu_set_mode(v, MODE_LONG64, 0))
 		failed = "KVM_SET_SREGS";
@@ -279,12 +265,12 @@ static void capture(long index, const struct kv *kv)
 	json_u64(&j, NULL, guest_sym_gpa(g64_workload));
 	json_u64(&j, NULL, guest_sym_gpa(g64_workload_end));
 	json_list_close(&j);
-	r = msr_ioctl(v->fd, KVM_GET_MSRS, MSR_RTIT_OUTPUT_MASK, &mask);
+	r = kvm_msr_ioctl(v->fd, KVM_GET_MSRS, MSR_RTIT_OUTPUT_MASK, &mask);
 	if (r == 1)
 		json_u64(&j, "mask_ptrs", mask);
 	else
 		json_null(&j, "mask_ptrs");
-	r = msr_ioctl(v->fd, KVM_GET_MSRS, MSR_RTIT_STATUS, &status);
+	r = kvm_msr_ioctl(v->fd, KVM_GET_MSRS, MSR_RTIT_STATUS, &status);
 	if (r == 1)
 		json_u64(&j, "rtit_status", status);
 	else
@@ -330,19 +316,6 @@ static int run_stdin(void)
 }
 
 /* ---- probe: what harness/pebs_pt_hw.py missing() needs ------------------- */
-
-static const char *sysfs_word(const char *path, char buf[32])
-{
-	FILE *f = fopen(path, "r");
-
-	if (!f)
-		return NULL;
-	if (!fgets(buf, 32, f))
-		buf[0] = 0;
-	fclose(f);
-	buf[strcspn(buf, "\n")] = 0;
-	return buf;
-}
 
 static int probe(void)
 {
@@ -396,7 +369,7 @@ static int probe(void)
 	} else {
 		u64 caps = 0;
 
-		if (msr_ioctl(fd, KVM_GET_MSRS, MSR_PERF_CAPABILITIES, &caps) == 1)
+		if (kvm_msr_ioctl(fd, KVM_GET_MSRS, MSR_PERF_CAPABILITIES, &caps) == 1)
 			json_u64(&j, "kvm_perf_caps", caps);
 		else
 			json_null(&j, "kvm_perf_caps");
