@@ -13,33 +13,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import HarnessError, KernelFailure
+from harness.errors import KernelFailure
 from harness.payloads import build as payload_build
+from harness.payloads import on_target
 from harness.payloads import pebs_pt_absent as codec
 
 from absent_cases import CASES   # noqa: E402 (the case's own folder)
 
 PAYLOAD_DIR = payload_build.GUESTS / "pebs_pt" / "absent"
-TIMEOUT_S = 120.0
-
-# One upload and one probe per target (a replaced guest is a new object).
-_ready: dict[int, tuple[str, dict]] = {}
-
-
-def _prepare(guest) -> tuple[str, dict]:
-    if id(guest) in _ready:
-        return _ready[id(guest)]
-    built = payload_build.build(codec.PAYLOAD, PAYLOAD_DIR)
-    remote = f"{guest.scratch}/{codec.PAYLOAD}"
-    guest.remote.upload(str(built.path), remote, mode=0o700)
-    res = guest.run([remote, "--probe"], timeout=TIMEOUT_S)
-    if res.rc != 0:
-        raise HarnessError(f"{codec.PAYLOAD} --probe exited {res.rc} on {guest.where}: "
-                           f"{res.stderr.decode(errors='replace').strip()[-300:]}")
-    _ready.clear()
-    _ready[id(guest)] = remote, codec.parse_probe(res.stdout)
-    return _ready[id(guest)]
-
 
 def _show(v) -> str:
     return f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else repr(v)
@@ -49,7 +30,7 @@ def _show(v) -> str:
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
 def test_pebs_pt_absent(case, guest, kvmconf_ctx):
     """One case: every event the payload prints equals the 6.1 prediction."""
-    remote, probe = _prepare(guest)
+    remote, probe = on_target.placed(guest, codec.PAYLOAD, PAYLOAD_DIR, codec.parse_probe)
     if not probe.get("dev_kvm"):
         pytest.skip(f"/dev/kvm absent on {guest.where} ({codec.PAYLOAD} --probe: "
                     f"{probe.get('dev_kvm_why', 'not a character device')})")
@@ -59,11 +40,7 @@ def test_pebs_pt_absent(case, guest, kvmconf_ctx):
         predicted = codec.predict(case["case"], {**probe, "kernel": kvmconf_ctx.kernel.version})
     except codec.Unmodelled as e:
         pytest.skip(f"not modelled: {e}")
-    res = guest.run([remote], stdin=codec.encode([case["case"]]), timeout=TIMEOUT_S)
-    if res.rc != 0:
-        raise HarnessError(f"{codec.PAYLOAD} exited {res.rc} on {guest.where}: "
-                           f"{res.stderr.decode(errors='replace').strip()[-300:]}")
-    (observed,) = codec.decode(res.stdout, 1)
+    (observed,) = codec.decode(on_target.run(guest, [remote], stdin=codec.encode([case["case"]])), 1)
     wrong = codec.compare(case["case"], predicted, observed)
     if wrong:
         kvm = f"kvm-{probe['vendor']}"

@@ -13,11 +13,10 @@ from __future__ import annotations
 import pytest
 
 from harness import pebs_pt_hw as hw
-from harness.errors import HarnessError
 from harness.payloads import build as payload_build
+from harness.payloads import on_target
 
 PAYLOAD_DIR = payload_build.GUESTS / "pebs_pt" / "capture"
-TIMEOUT_S = 120.0
 
 # One case per PEBS_DATA_CFG group set and counter; loops * 2 / period records each.
 CAPTURES = [
@@ -31,36 +30,14 @@ CAPTURES = [
      "rationale": "a short MSR_RELOAD_PMC3 period: records per workload instructions match the reload value"},
 ]
 
-_ready: dict[int, tuple[str, dict]] = {}
-
-
-def _prepare(guest) -> tuple[str, dict]:
-    """The payload on the target and its probe (once per target)."""
-    if id(guest) not in _ready:
-        built = payload_build.build(hw.PAYLOAD, PAYLOAD_DIR)
-        remote = f"{guest.scratch}/{hw.PAYLOAD}"
-        guest.remote.upload(str(built.path), remote, mode=0o700)
-        res = guest.run([remote, "--probe"], timeout=TIMEOUT_S)
-        if res.rc != 0:
-            raise HarnessError(f"{hw.PAYLOAD} --probe exited {res.rc} on {guest.where}: "
-                               f"{res.stderr.decode(errors='replace').strip()[-300:]}")
-        _ready.clear()
-        _ready[id(guest)] = remote, hw.parse_probe(res.stdout)
-    return _ready[id(guest)]
-
-
 @pytest.mark.targets("qemu", "local", "ssh")
 @pytest.mark.parametrize("case", CAPTURES, ids=[c["id"] for c in CAPTURES])
 def test_hardware_pebs_via_pt(case, guest):
     """On a capable target: one guest's PT buffer, its PEBS records as programmed."""
-    remote, facts = _prepare(guest)
+    remote, facts = on_target.placed(guest, hw.PAYLOAD, PAYLOAD_DIR, hw.parse_probe)
     reason = hw.missing(facts)
     if reason:
         pytest.skip(f"{reason}, on {guest.where} ({hw.PAYLOAD} --probe); {case['id']} needs "
                     f"PEBS output to Intel PT in a KVM guest")
-    res = guest.run([remote], stdin=hw.encode([case]), timeout=TIMEOUT_S)
-    if res.rc != 0:
-        raise HarnessError(f"{hw.PAYLOAD} exited {res.rc} on {guest.where}: "
-                           f"{res.stderr.decode(errors='replace').strip()[-300:]}")
-    (event,) = hw.decode(res.stdout, 1)
+    (event,) = hw.decode(on_target.run(guest, [remote], stdin=hw.encode([case])), 1)
     hw.verdict(case, event)
