@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.errors import DeadlineExceeded
 from harness.remote import OutputExceeded
-from tests.conftest import FIXTURES, REPO
+from tests.conftest import FIXTURES, REPO, kvmconf, load_run
 
 FOLDER = REPO / "guests" / "hostile"
 ROW = FIXTURES / "features" / "hostile" / "row.py"
@@ -107,3 +107,24 @@ def local_hostile() -> list[str]:
             if re.match(r"\d+ \(hostile[-0-9a-f]*\) [^Z]", line):
                 found.append(line.strip())
     return found
+
+
+def run_hostile_suite(out: Path, history: Path, *target: str, timeout: float) -> dict:
+    """`kvmconf run` of the hostile row (its cases, then its random op-scripts) on a
+    target; checks that every hostile case ERRORed with its one-line reason and the
+    well-behaved ones PASSed, and returns the record."""
+    from tests.fixtures.features.hostile.cases import REASONS
+    done = kvmconf("run", *target, "--features", "hostile", "--suite", "hostile", "--seed", "3", "--retries", "0",
+                   "--output", str(out), "--history", str(history), env=EXTRA, timeout=timeout)
+    assert done.returncode == 2, done.stderr[-2000:]
+    record = load_run(out)
+    got = {c["id"]: (c["status"], c["reason"]) for c in record["cases"]}
+    assert list(got) == [*REASONS, "hostile/random/op-scripts"]
+    for cid, says in {**REASONS, "hostile/random/op-scripts": None}.items():
+        status, reason = got[cid]
+        if says is None:
+            assert status == "PASS", (cid, reason)
+        else:
+            assert status == "ERROR" and says in reason and "\n" not in reason, (cid, reason)
+    assert "\0" not in (out / "junit.xml").read_text()
+    return record
