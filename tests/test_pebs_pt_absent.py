@@ -542,7 +542,7 @@ def module(monkeypatch):
     spec.loader.exec_module(mod)
     monkeypatch.setattr(mod.payload_build, "build",
                         lambda name, folder: SimpleNamespace(path=Path("/built") / name))
-    mod._ready.clear()
+    monkeypatch.setattr(mod.on_target, "_placed", {})    # each test places the payload anew
     return mod
 
 
@@ -570,13 +570,13 @@ def test_module_pass_fail_and_skip(module):
         for e in events:
             if e["op"] == "host_set" and e["value"]:
                 e["ret"] = 1
-    module._ready.clear()
+    module.on_target._placed.clear()
     with pytest.raises(KernelFailure) as failed:
         module.test_pebs_pt_absent(case, _FakeGuest(RECORDED_PROBE, _answer_of(index, refused_no_more)), _CTX)
     assert "MSR_RELOAD_FIXED_CTR2 (0x130b) host_set.ret" in str(failed.value)
     assert "kvm-amd answered 0x1" in str(failed.value)
 
-    module._ready.clear()
+    module.on_target._placed.clear()
     no_kvm = json.dumps({**json.loads(RECORDED_PROBE), "dev_kvm": False,
                          "dev_kvm_why": "No such file or directory"})
     with pytest.raises(pytest.skip.Exception, match="/dev/kvm absent on fake target"):
