@@ -28,9 +28,11 @@ from collections import Counter
 
 import pytest
 
+from harness import missing
 from harness.compare import Divergence, first_divergence
 from harness.errors import HarnessError, KernelFailure
 from harness.features import Feature, Requirement, kernel_version
+from harness.missing import Lack
 from harness.payloads import trace
 from harness.reference import rules
 from harness.remote import tail_text
@@ -89,7 +91,7 @@ class Suite:
         (a live host without /dev/kvm, no --vfio-device given: harness/targets/live.py)."""
         reason = self.guest.missing(self.feature.name)
         if reason:
-            pytest.skip(reason)
+            missing.skip(reason)
 
     def env(self) -> dict:
         env = getattr(self.codec, "env", None)
@@ -111,7 +113,7 @@ class Suite:
                f"kernel {self.kernel.version} may lack it"
                + ("" if not requirement.config else f" ({requirement.config} is not set in its config)"
                   if config is not None else f" ({requirement.config} may be off; its config is unknown)"))
-        pytest.skip(f"{requirement.name} missing: {seen}; {why}")
+        missing.skip(Lack(requirement.name, f"{requirement.name} missing: {seen}; {why}"))
 
     def require(self, script: dict) -> None:
         """`need` for every probed capability the script needs; on a live host, a script
@@ -119,8 +121,9 @@ class Suite:
         self._target_ready()
         change = self.feature.host_change(script) if self.feature.host_change else None
         if change and not self.guest.may_change_host():
-            pytest.skip(f"the op-script changes {change} on target {self.guest.where}; "
-                        f"kvmconf changes no kernel state there without --allow-module-changes")
+            missing.skip(Lack("--allow-module-changes",
+                              f"the op-script changes {change} on target {self.guest.where}; "
+                              f"kvmconf changes no kernel state there without --allow-module-changes"))
         if self.feature.probe_args is None:
             return   # no probe payload: a case that reads a capability checks it itself
         probe = self.probe()
@@ -283,11 +286,11 @@ class Suite:
         scripts = self.generate(seed, count)
         for extra in range(1, rounds + 1):
             seen = {strategy.kind(a) for s in scripts for a in s["actions"]}
-            missing = set(strategy.KINDS) - seen
-            if not missing:
+            unseen = set(strategy.KINDS) - seen
+            if not unseen:
                 break
             scripts += [s for s in self.generate(seed * 7919 + extra, max(1, count // 4))
-                        if missing & {strategy.kind(a) for a in s["actions"]}]
+                        if unseen & {strategy.kind(a) for a in s["actions"]}]
         return scripts
 
     def random(self, seed: int, recorder, reproduce: str) -> None:

@@ -137,6 +137,9 @@ class Feature:
     # guest (in a machine with `machine`): a run selecting one boots the kernel under
     # test; `kvmconf run --user-space-only` leaves them out.
     guest_cases: tuple[str, ...] = ()
+    # Capabilities its cases may SKIP for, beyond its requirements' and host needs'
+    # names and harness/missing.py's GENERAL ones (name: what it is).
+    capabilities: tuple[tuple[str, str], ...] = ()
     origin: Path = REPO                          # folder relative names are resolved from
 
     # -- the feature's own modules -------------------------------------------
@@ -167,6 +170,12 @@ class Feature:
     @property
     def profiles(self) -> tuple[str, ...]:
         return tuple(self.model_module.PROFILES)
+
+    @property
+    def capability_names(self) -> set[str]:
+        """The feature's own capability names (harness/missing.py)."""
+        return ({name for name, _ in self.capabilities} | {r.name for r in self.requirements}
+                | {n.name for n in self.host_needs})
 
     @property
     def payload_dir(self) -> Path:
@@ -297,6 +306,16 @@ ROWS = (
         payload="guests/sev_es", runs_on="harness", builder="harness.payloads.sev_es_build:build_vcsim",
         needs_hardware="the sev_es/hardware cases: an AMD EPYC 7002+ host with SEV-ES enabled in KVM "
                        "(kvm_amd sev_es=Y, /dev/sev) and OVMF",
+        # harness/sev_es_hw.py missing(), harness/payloads/sev_es_baseline.py
+        capabilities=(("SEV", "CPUID 0x8000001F EAX bit 1"), ("SEV-ES", "CPUID 0x8000001F EAX bit 3"),
+                      ("C-bit position", "CPUID 0x8000001F EBX[5:0], read through /dev/cpu/0/cpuid"),
+                      ("kvm_amd", "the kvm_amd module loaded"),
+                      ("SEV in KVM", "kvm_amd sev=Y"), ("SEV-ES in KVM", "kvm_amd sev_es=Y"),
+                      ("SEV firmware", "/dev/sev (ccp driver, PSP firmware)"),
+                      ("OVMF", "OVMF code for an SEV-ES guest"), ("OVMF vars", "OVMF vars next to its code"),
+                      ("kvmconf_vc module", "the baseline's CPL0 trigger module, loaded and working"),
+                      ("I/O ports", "ioperm() on pc-testdev's ports"),
+                      ("pc-testdev iomem", "a mapping of pc-testdev's iomem at 0xff000000")),
         batch=100, timeout_base_s=30.0, timeout_per_action_s=0.05),
     Feature(
         name="pebs_pt", title="PEBS via Intel PT: PT packet decoding and KVM's PMU MSR rules",
@@ -306,6 +325,16 @@ ROWS = (
         # run KVM there (kvm-amd under nested SVM here).
         machine=frozenset({"nested"}), modules=(), config=None,
         guest_cases=("pebs_pt/absent/", "pebs_pt/hardware/"),
+        # harness/pebs_pt_hw.py missing(), testcases/pebs_pt/
+        capabilities=(("Intel CPU", "a GenuineIntel CPU (CPUID leaf 0)"), ("Intel PT", "CPUID.7:EBX[25]"),
+                      ("PDCM", "CPUID.1:ECX[15]"), ("IA32_PERF_CAPABILITIES", "the MSR read through /dev/cpu/0/msr"),
+                      ("PEBS", "a PEBS format in IA32_PERF_CAPABILITIES"),
+                      ("PEBS output to PT", "IA32_PERF_CAPABILITIES bit 16"),
+                      ("kvm_intel", "the kvm_intel module loaded"),
+                      ("PT in KVM guests", "kvm_intel pt_mode=1"),
+                      ("PEBS output to PT in KVM", "bit 16 of KVM's feature MSR PERF_CAPABILITIES"),
+                      ("KVM_CAP_GET_MSR_FEATURES", "KVM's feature MSRs (KVM_CHECK_EXTENSION)"),
+                      ("perf test vector", "a vector of the kernel's perf PT decoder tests")),
         kernel_files=_PEBS_PT_FILES, user_space_files=_PEBS_PT_FILES,
         model="harness.reference.pebs_pt", codec="harness.payloads.pebs_pt",
         cases="testcases/pebs_pt/pebs_pt_cases.py", strategy="testcases/pebs_pt/pebs_pt_gen.py",

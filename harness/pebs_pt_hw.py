@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 
 from harness.errors import HarnessError, KernelFailure
+from harness.missing import Lack
 from harness.payloads.trace import split_traces
 from harness.reference import pebs_pt_codec as codec
 
@@ -122,30 +123,33 @@ def verdict(case: dict, event: dict) -> int:
     return len(records)
 
 
-def missing(facts: dict) -> str | None:
+def missing(facts: dict) -> Lack | None:
     """The first capability PEBS via PT in a KVM guest lacks here, with where it was read."""
     if facts["vendor"] != "GenuineIntel":
-        return f"an Intel CPU: this one is {facts['vendor']} (CPUID leaf 0)"
+        return Lack("Intel CPU", f"an Intel CPU: this one is {facts['vendor']} (CPUID leaf 0)")
     if not facts["pt"]:
-        return f"Intel PT missing: CPUID.7:EBX[25] clear"
+        return Lack("Intel PT", "Intel PT missing: CPUID.7:EBX[25] clear")
     if not facts["pdcm"]:
-        return f"PDCM missing: CPUID.1:ECX[15] clear, no IA32_PERF_CAPABILITIES"
-    if facts["perf_caps"] is None:
-        return f"IA32_PERF_CAPABILITIES unreadable ({facts['msr_error']}; modprobe msr)"
-    if not facts["perf_caps"] & PERF_CAP_PEBS_FORMAT:
-        return f"PEBS missing: IA32_PERF_CAPABILITIES {facts['perf_caps']:#x} has no PEBS format ({MSR_DEV})"
-    if not facts["perf_caps"] >> PERF_CAP_PT_IDX & 1:
-        return (f"PEBS output to PT missing: IA32_PERF_CAPABILITIES {facts['perf_caps']:#x} bit 16 clear "
-                f"({MSR_DEV} MSR 0x345)")
+        return Lack("PDCM", "PDCM missing: CPUID.1:ECX[15] clear, no IA32_PERF_CAPABILITIES")
+    caps = facts["perf_caps"]
+    if caps is None:
+        return Lack("IA32_PERF_CAPABILITIES", f"IA32_PERF_CAPABILITIES unreadable ({facts['msr_error']}; modprobe msr)")
+    if not caps & PERF_CAP_PEBS_FORMAT:
+        return Lack("PEBS", f"PEBS missing: IA32_PERF_CAPABILITIES {caps:#x} has no PEBS format ({MSR_DEV})")
+    if not caps >> PERF_CAP_PT_IDX & 1:
+        return Lack("PEBS output to PT", f"PEBS output to PT missing: IA32_PERF_CAPABILITIES {caps:#x} "
+                                         f"bit 16 clear ({MSR_DEV} MSR 0x345)")
     if not facts["kvm_intel"]:
-        return f"kvm_intel not loaded ({KVM_INTEL})"
+        return Lack("kvm_intel", f"kvm_intel not loaded ({KVM_INTEL})")
     if facts["pt_mode"] != "1":
-        return f"kvm_intel pt_mode={facts['pt_mode']}: PT is not exposed to guests ({KVM_INTEL}/parameters/pt_mode)"
+        return Lack("PT in KVM guests", f"kvm_intel pt_mode={facts['pt_mode']}: PT is not exposed to guests "
+                                        f"({KVM_INTEL}/parameters/pt_mode)")
     caps = facts["kvm_perf_caps"]
     if caps is None or not caps >> PERF_CAP_PT_IDX & 1:
         shown = "refused" if caps is None else f"{caps:#x}"
-        return (f"KVM does not offer PEBS output to PT: the feature MSR PERF_CAPABILITIES is {shown} "
-                f"(KVM_GET_MSRS on {DEV_KVM}; merged KVM masks bit 16, the series is needed)")
+        return Lack("PEBS output to PT in KVM",
+                    f"KVM does not offer PEBS output to PT: the feature MSR PERF_CAPABILITIES is {shown} "
+                    f"(KVM_GET_MSRS on {DEV_KVM}; merged KVM masks bit 16, the series is needed)")
     return None
 
 

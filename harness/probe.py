@@ -14,6 +14,9 @@ from harness.errors import HarnessError
 GUEST_SHELL_PROBE = r"""
 echo "uname_r=$(uname -r)"
 echo "cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+for f in vendor_id 'cpu family' model stepping microcode; do
+  echo "cpuinfo.$f=$(grep -m1 "^$f[[:space:]]*:" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+done
 echo "cpu_flags=$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)"
 for p in nested npt sev sev_es; do
   for m in kvm_amd kvm_intel; do
@@ -108,10 +111,21 @@ def host_capabilities() -> dict:
     uname = platform.uname()
     return {"cpu_vendor": cpu.get("vendor_id", platform.machine()),
             "cpu_model": cpu.get("model name", "unknown"),
+            **cpu_ident(cpu),
             "microcode": cpu.get("microcode"),          # None where /proc/cpuinfo has none (TCG)
             "kernel": f"{uname.release} {uname.version}",  # the host's, not the kernel under test
             "cpu_flags": cpu.get("flags", "").split(),
             "kvm": {"usable": usable, "detail": why, **host_nested()}}
+
+
+def cpu_ident(cpuinfo: dict) -> dict:
+    """CPU family, model and stepping (numbers) of /proc/cpuinfo's first processor;
+    None where it has no such line (not x86)."""
+    def number(key: str) -> int | None:
+        value = (cpuinfo.get(key) or "").strip()
+        return int(value) if value.isdigit() else None
+    return {"cpu_family": number("cpu family"), "cpu_model_number": number("model"),
+            "cpu_stepping": number("stepping")}
 
 
 def parse_shell_probe(text: str) -> dict:
@@ -127,8 +141,14 @@ def parse_shell_probe(text: str) -> dict:
                                  "iommu_group": group.removeprefix("group=")})
         elif key == "cpu_flags":
             facts[key] = value.split()
+        elif key.startswith("cpuinfo."):
+            facts.setdefault("cpuinfo", {})[key.removeprefix("cpuinfo.")] = value.strip()
         else:
             facts[key] = value.strip()
+    cpuinfo = facts.pop("cpuinfo", None)
+    if cpuinfo is not None:
+        facts.update(cpu_vendor=cpuinfo.get("vendor_id") or None, **cpu_ident(cpuinfo),
+                     microcode=cpuinfo.get("microcode") or None)
     return facts
 
 

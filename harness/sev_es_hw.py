@@ -47,6 +47,7 @@ from typing import Callable, Iterable
 
 from harness.compare import Divergence, first_divergence
 from harness.errors import HarnessError
+from harness.missing import Lack
 
 # ---------------------------------------------------------------- probe
 
@@ -145,7 +146,7 @@ def _enabled(value: str | None) -> bool:
     return value in ("Y", "y", "1")
 
 
-def missing(facts: dict) -> str | None:
+def missing(facts: dict) -> Lack | None:
     """The first capability an SEV-ES guest needs that this host lacks, with where it was
     seen; None when all are there."""
     src = facts["cpuid_source"]
@@ -153,39 +154,42 @@ def missing(facts: dict) -> str | None:
         src = f"{src}; {facts['cpuid_error']}"
     max_ext = facts.get("max_ext_leaf")
     if max_ext is not None and max_ext < SEV_LEAF:
-        return (f"SEV missing: CPUID 0x80000000 reports max extended leaf {max_ext:#x} "
-                f"< {SEV_LEAF:#x} ({src})")
+        return Lack("SEV", f"SEV missing: CPUID 0x80000000 reports max extended leaf {max_ext:#x} "
+                           f"< {SEV_LEAF:#x} ({src})")
     if not facts["sev"]:
         if facts["cpuid_error"]:
-            return f"SEV missing: no 'sev' in {src}"
-        return f"SEV missing: CPUID 0x8000001F EAX bit 1 clear ({src})"
+            return Lack("SEV", f"SEV missing: no 'sev' in {src}")
+        return Lack("SEV", f"SEV missing: CPUID 0x8000001F EAX bit 1 clear ({src})")
     if not facts["sev_es"]:
         if facts["cpuid_error"]:
-            return f"SEV-ES missing: no 'sev_es' in {src}"
-        return f"SEV-ES missing: CPUID 0x8000001F EAX bit 3 clear ({src})"
+            return Lack("SEV-ES", f"SEV-ES missing: no 'sev_es' in {src}")
+        return Lack("SEV-ES", f"SEV-ES missing: CPUID 0x8000001F EAX bit 3 clear ({src})")
     if facts["cbitpos"] is None:
-        return (f"C-bit position unknown: /proc/cpuinfo does not carry CPUID 0x8000001F EBX "
-                f"({facts['cpuid_error']}; modprobe cpuid gives {CPUID_DEV})")
+        return Lack("C-bit position", f"C-bit position unknown: /proc/cpuinfo does not carry CPUID "
+                                      f"0x8000001F EBX ({facts['cpuid_error']}; modprobe cpuid gives {CPUID_DEV})")
     if not 32 <= facts["cbitpos"] <= 63:
-        return f"C-bit position {facts['cbitpos']} implausible: CPUID 0x8000001F EBX[5:0] ({src})"
+        return Lack("C-bit position", f"C-bit position {facts['cbitpos']} implausible: "
+                                      f"CPUID 0x8000001F EBX[5:0] ({src})")
     if not facts["kvm_amd_loaded"]:
-        return f"kvm_amd missing: {KVM_AMD} absent (module not loaded)"
+        return Lack("kvm_amd", f"kvm_amd missing: {KVM_AMD} absent (module not loaded)")
     for name, what in (("sev", "SEV"), ("sev_es", "SEV-ES")):
         value = facts[f"kvm_amd_{name}"]
         path = f"{KVM_AMD}/parameters/{name}"
         if value is None:
-            return f"{what} disabled in KVM: {path} absent (kvm_amd without CONFIG_KVM_AMD_SEV)"
+            return Lack(f"{what} in KVM", f"{what} disabled in KVM: {path} absent "
+                                          f"(kvm_amd without CONFIG_KVM_AMD_SEV)")
         if not _enabled(value):
             hint = " (no SEV-ES ASIDs from the BIOS, or kvm_amd sev_es=0)" if name == "sev_es" else ""
-            return f"{what} disabled in KVM: {path} is {value}{hint}"
+            return Lack(f"{what} in KVM", f"{what} disabled in KVM: {path} is {value}{hint}")
     if not facts["dev_sev"]:
-        return f"SEV firmware missing: {DEV_SEV} absent (ccp driver or PSP firmware not up)"
+        return Lack("SEV firmware", f"SEV firmware missing: {DEV_SEV} absent "
+                                    f"(ccp driver or PSP firmware not up)")
     if facts["ovmf_code"] is None:
         tried = " or ".join(code for code, _ in OVMF_CANDIDATES)
-        return f"OVMF missing: no {tried} (Debian package ovmf)"
+        return Lack("OVMF", f"OVMF missing: no {tried} (Debian package ovmf)")
     if facts["ovmf_vars"] is None:
         vars_ = dict(OVMF_CANDIDATES)[facts["ovmf_code"]]
-        return f"OVMF vars missing: {vars_} absent next to {facts['ovmf_code']}"
+        return Lack("OVMF vars", f"OVMF vars missing: {vars_} absent next to {facts['ovmf_code']}")
     return None
 
 

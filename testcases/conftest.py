@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness import features
+from harness import features, missing
 from harness.driver import Suite
 from harness.kernel import source
+from harness.missing import Lack
 from harness.results.plugin import case_id
 
 
@@ -54,7 +55,7 @@ def suite(kvmconf_profile, kvmconf_ctx):
         try:
             host = kvmconf_ctx.payload_host(row)
         except source.NoSource as e:
-            pytest.skip(str(e))
+            missing.skip(Lack("kernel source", str(e)))
         return Suite(row, host, kvmconf_profile(feature), kvmconf_ctx.kernel)
     return make
 

@@ -57,6 +57,19 @@ def test_debian_kernel_needs_exactly_its_own_source_version(tmp_path, monkeypatc
         source.tree_of(kernel, tmp_path)
 
 
+def test_debian_kernel_installs_linux_source_when_it_is_absent(tmp_path, monkeypatch):
+    """A fresh machine has no linux-source-6.1: `make run` installs it, as a build does."""
+    (tmp_path / "download").mkdir()
+    (tmp_path / "download" / "linux-image-6.1.0-99-amd64_6.1.999-1_amd64.deb").write_text("")
+    kernel = SimpleNamespace(kind="debian", version="6.1.0-99-amd64",
+                             bzimage=tmp_path / "tree" / "boot" / "vmlinuz-6.1.0-99-amd64")
+    installed = []
+    monkeypatch.setattr(source, "linux_source_version", lambda: "6.1.999-1" if installed else None)
+    monkeypatch.setattr(build, "install_linux_source", lambda: installed.append(True))
+    monkeypatch.setattr(build, "pristine_tree", lambda src: (tmp_path / "tree", "digest"))
+    assert source.tree_of(kernel, tmp_path) == tmp_path / "tree" and installed == [True]
+
+
 def test_a_kernel_without_a_known_source_says_so():
     with pytest.raises(source.NoSource, match="no source tree is known for kernel 6.18.1"):
         source.tree_of(SimpleNamespace(kind="running", version="6.18.1"), Path("/tmp"))

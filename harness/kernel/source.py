@@ -77,10 +77,14 @@ def tree_of(kernel, workdir: Path) -> Path:
     if kernel.kind == "debian":
         wanted = debian_package_version(kernel)
         have = linux_source_version()
+        if have is None:
+            # a fresh machine: `make run` installs what it needs (as pristine_tree does)
+            build.install_linux_source()
+            have = linux_source_version()
         if wanted is None or have is None or wanted != have:
             raise HarnessError(f"kernel {kernel.version} is Debian package {wanted or 'unknown'}, but "
-                               f"linux-source-6.1 is {have or 'not installed'}: the #VC code must come "
-                               f"from exactly the kernel under test's source")
+                               f"linux-source-6.1 is {have or 'not installed'}: the kernel code a feature "
+                               f"compiles must come from exactly the kernel under test's source")
         return build.pristine_tree(build.DEFAULT_SOURCE)[0]
     if kernel.kind in ("built", "source"):
         pristine = kernel.tree if kernel.kind == "source" else build.pristine_tree(Path(kernel.source["path"]))[0]

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 
 from harness.errors import HarnessError, KernelFailure
+from harness.missing import Lack
 from harness.payloads import build as payload_build
 from harness.payloads import sev_es as codec
 from harness.payloads import sev_es_module
@@ -325,23 +326,28 @@ class GuestRunner:
                 raise HarnessError(f"kvmconf_vc op {name} executes {op['bytes']}, the harness's table says "
                                    f"{sev_es_module.OPS.get(name, ('nothing',))[0]}")
 
-    def missing(self, case: dict) -> str | None:
+    def missing(self, case: dict) -> Lack | None:
         lay, where = self.layout, f"probed by the trigger program in {self.guest.where}"
         if case["mode"] == "kernel" and self.module_missing:
-            return f"{self.module_missing}: the kernel-mode triggers need the kvmconf_vc module"
+            return Lack("CONFIG_MODULES", f"{self.module_missing}: the kernel-mode triggers need the kvmconf_vc module")
         if case["mode"] == "kernel" and not lay.module:
-            return f"/dev/kvmconf_vc missing after the module's load ({where})"
+            return Lack("kvmconf_vc module", f"/dev/kvmconf_vc missing after the module's load ({where})")
         if case["mode"] == "user" and any(t["exit"] == "ioio" for t in case["triggers"]) and not lay.ports:
-            return f"ioperm() refused ports 0xe0-0xef{self._option('CONFIG_X86_IOPL_IOPERM')} ({where})"
+            return self._lack("I/O ports", "CONFIG_X86_IOPL_IOPERM", f"ioperm() refused ports 0xe0-0xef", where)
         if any(t["exit"] == "npf" for t in case["triggers"]) and case["mode"] == "kernel" \
                 and not lay.kernel_iomem_va:
-            return f"the kvmconf_vc module could not ioremap pc-testdev's iomem at 0xff000000 ({where})"
+            return Lack("kvmconf_vc module", f"the kvmconf_vc module could not ioremap pc-testdev's iomem "
+                                             f"at 0xff000000 ({where})")
         if any(t["exit"] == "npf" for t in case["triggers"]) and not lay.iomem:
-            return f"/dev/mem cannot map pc-testdev's iomem at 0xff000000{self._option('CONFIG_DEVMEM')} ({where})"
+            return self._lack("pc-testdev iomem", "CONFIG_DEVMEM",
+                              "/dev/mem cannot map pc-testdev's iomem at 0xff000000", where)
         return None
 
-    def _option(self, name: str) -> str:
-        return f": {name} is not set in the kernel's config" if self.config.get(name) != "y" and self.config else ""
+    def _lack(self, capability: str, option: str, what: str, where: str) -> Lack:
+        """What is missing: the kernel config `option` when the kernel's config lacks it."""
+        if self.config and self.config.get(option) != "y":
+            return Lack(option, f"{what}: {option} is not set in the kernel's config ({where})")
+        return Lack(capability, f"{what} ({where})")
 
     def run(self, index: int, case: dict, marks: tuple[int, int] | None = None) -> list[dict]:
         text = "\n".join(lines(index, case, self.layout, marks)) + "\n"

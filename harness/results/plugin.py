@@ -163,7 +163,9 @@ class KvmconfPlugin:
         if report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             if state["status"] is None:
-                state.update(status="SKIP", reason=_one_line(reason.removeprefix("Skipped: ")))
+                # harness/missing.py: the capability the SKIP names, for certification
+                state.update(status="SKIP", reason=_one_line(reason.removeprefix("Skipped: ")),
+                             capability=getattr(excinfo.value, "capability", None) if excinfo else None)
         elif report.failed:
             if state["status"] in ("FAIL", "ERROR"):
                 return  # the first failure is the one that counts
@@ -189,7 +191,8 @@ class KvmconfPlugin:
         status = state["status"] or "ERROR"
         state["finished"] = True
         self.record.finish(cid, status, state.get("reason") or ("" if status == "PASS" else "no outcome"),
-                           time.monotonic() - state["start"], state.get("divergence"), state.get("attempts"))
+                           time.monotonic() - state["start"], state.get("divergence"), state.get("attempts"),
+                           state.get("capability"))
         if hasattr(self.progress, "finished"):
             self.progress.finished(cid, status, self.record.case(cid)["reason"], time.monotonic() - state["start"])
         else:

@@ -53,13 +53,17 @@ class RunRecord:
         return self._by_id[case_id]
 
     def finish(self, case_id: str, status: str, reason: str, duration_s: float,
-               divergence: dict | None = None, attempts: list[dict] | None = None) -> None:
+               divergence: dict | None = None, attempts: list[dict] | None = None,
+               capability: str | None = None) -> None:
         """`attempts`: the earlier attempts of a retried case ({status, reason,
-        duration_s}); the case's own fields are its last attempt's."""
+        duration_s}); the case's own fields are its last attempt's. `capability`: what
+        a SKIP found missing (harness/missing.py), None when it names nothing."""
         assert status in STATUSES, status
         case = self._by_id[case_id]
         case.update(status=status, reason=reason, duration_s=round(duration_s, 3),
                     divergence=divergence)
+        if status == "SKIP":
+            case["capability"] = capability
         if attempts:
             case.update(retried=True, attempts=attempts + [{"status": status, "reason": reason,
                                                             "duration_s": round(duration_s, 3)}])

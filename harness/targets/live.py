@@ -23,6 +23,7 @@ from harness import features
 from harness.errors import HarnessError, UsageError
 from harness.kernel import RunningKernel
 from harness.machine import kernel_log
+from harness.missing import Lack
 from harness.payloads import build as payload_build
 from harness.probe import guest_capabilities
 from harness.remote import Remote
@@ -177,7 +178,7 @@ class LiveHost(PayloadHost):
             else:
                 reason = None
             if reason:
-                return f"{reason}, on target {self.where}"
+                return Lack(need.name, f"{reason}, on target {self.where}")
         return None
 
     def _load_modules(self, need) -> str | None:

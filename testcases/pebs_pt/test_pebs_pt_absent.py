@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness import missing
 from harness.errors import KernelFailure
+from harness.missing import Lack
 from harness.payloads import build as payload_build
 from harness.payloads import on_target
 from harness.payloads import pebs_pt_absent as codec
@@ -32,10 +34,11 @@ def test_pebs_pt_absent(case, guest, kvmconf_ctx):
     """One case: every event the payload prints equals the 6.1 prediction."""
     remote, probe = on_target.placed(guest, codec.PAYLOAD, PAYLOAD_DIR, codec.parse_probe)
     if not probe.get("dev_kvm"):
-        pytest.skip(f"/dev/kvm absent on {guest.where} ({codec.PAYLOAD} --probe: "
-                    f"{probe.get('dev_kvm_why', 'not a character device')})")
+        missing.skip(Lack("/dev/kvm", f"/dev/kvm absent on {guest.where} ({codec.PAYLOAD} --probe: "
+                                      f"{probe.get('dev_kvm_why', 'not a character device')})"))
     if "feature_get" in case["case"]["ops"] and probe.get("get_msr_features", 0) <= 0:
-        pytest.skip(f"KVM_CAP_GET_MSR_FEATURES missing on {guest.where} ({codec.PAYLOAD} --probe)")
+        missing.skip(Lack("KVM_CAP_GET_MSR_FEATURES",
+                          f"KVM_CAP_GET_MSR_FEATURES missing on {guest.where} ({codec.PAYLOAD} --probe)"))
     try:
         predicted = codec.predict(case["case"], {**probe, "kernel": kvmconf_ctx.kernel.version})
     except codec.Unmodelled as e:

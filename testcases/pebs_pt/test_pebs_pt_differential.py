@@ -11,9 +11,11 @@ from functools import lru_cache
 
 import pytest
 
+from harness import missing
 from harness.compare import Divergence
 from harness.errors import HarnessError, KernelFailure
 from harness.kernel import source
+from harness.missing import Lack
 from harness.payloads import pebs_pt_decoders as decoders
 from harness.payloads import pebs_pt_differential as differential
 from harness.reference import pebs_pt_codec as codec
@@ -42,7 +44,7 @@ def _tree(kvmconf_ctx):
     try:
         tree = source.tree_of(kvmconf_ctx.kernel, kvmconf_ctx.workdir)
     except source.NoSource as e:
-        pytest.skip(str(e))
+        missing.skip(Lack("kernel source", str(e)))
     built, ipt = _tools(tree)
     record = kvmconf_ctx.record
     record.data.setdefault("compiled_kernel_files", {}).setdefault(FEATURE, {}).update(built.kernel_files)
@@ -94,7 +96,8 @@ def test_perf_vector(vector, kvmconf_ctx):
     tree, ptdec, _ = _tree(kvmconf_ctx)
     mine = {v["name"]: v for v in _tree_vectors(tree)}
     if vector["name"] not in mine:
-        pytest.skip(f"the kernel under test's {perf_vectors.REL_PATH} has no vector {vector['name']!r}")
+        missing.skip(Lack("perf test vector",
+                          f"the kernel under test's {perf_vectors.REL_PATH} has no vector {vector['name']!r}"))
     v = mine[vector["name"]]
     prefix = BLOCK_PREFIX.get(v["ctx"], b"")
     data = prefix + v["bytes"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness import missing
 from harness import pebs_pt_hw as hw
 from harness.payloads import build as payload_build
 from harness.payloads import on_target
@@ -37,7 +38,7 @@ def test_hardware_pebs_via_pt(case, guest):
     remote, facts = on_target.placed(guest, hw.PAYLOAD, PAYLOAD_DIR, hw.parse_probe)
     reason = hw.missing(facts)
     if reason:
-        pytest.skip(f"{reason}, on {guest.where} ({hw.PAYLOAD} --probe); {case['id']} needs "
-                    f"PEBS output to Intel PT in a KVM guest")
+        missing.skip(reason.then(f", on {guest.where} ({hw.PAYLOAD} --probe); {case['id']} needs "
+                                 f"PEBS output to Intel PT in a KVM guest"))
     (event,) = hw.decode(on_target.run(guest, [remote], stdin=hw.encode([case])), 1)
     hw.verdict(case, event)

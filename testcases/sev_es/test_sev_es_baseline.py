@@ -15,6 +15,7 @@ import contextlib
 
 import pytest
 
+from harness import missing
 from harness.errors import HarnessError, KernelFailure
 from harness.payloads import sev_es_baseline as baseline
 
@@ -49,7 +50,7 @@ def test_baseline_trigger(case, setup):
     prediction (registers, RFLAGS, RIP, exception, RAM, pc-testdev's port and iomem)."""
     reason = setup.missing(case)
     if reason:
-        pytest.skip(reason)
+        missing.skip(reason)
     observed = setup.run(CASES.index(case), case)
     platform = setup.guest.machine.accel
     predicted = baseline.predict(case, setup.layout, observed, platform)

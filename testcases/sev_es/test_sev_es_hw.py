@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import sev_es_hw
+from harness import missing, sev_es_hw
 from harness.errors import KernelFailure
 from harness.payloads import sev_es_baseline as baseline
 
@@ -56,7 +56,7 @@ def test_hardware_exchange(cid, kvmconf_ctx):
     facts = sev_es_hw.probe_sev_es()
     reason = sev_es_hw.missing(facts)
     if reason:
-        pytest.skip(f"{reason}; {cid} boots the kernel under test as an SEV-ES guest on this host")
+        missing.skip(reason.then(f"; {cid} boots the kernel under test as an SEV-ES guest on this host"))
     guest = kvmconf_ctx.boot_extra("sev-es", sev_es_hw.sev_es_machine(facts))
     runner = _runners.setdefault(id(guest), None) or _runners.setdefault(
         id(guest), baseline.GuestRunner(guest, kvmconf_ctx.kernel))

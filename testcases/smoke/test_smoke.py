@@ -9,7 +9,9 @@ import re
 
 import pytest
 
+from harness import missing
 from harness.errors import BootFailure, KernelFailure
+from harness.missing import Lack
 
 
 @pytest.mark.targets("qemu")
@@ -55,7 +57,8 @@ def test_kernel_version(guest, kvmconf_ctx):
 def test_dev_kvm(guest):
     """In the nested profile the kernel under test offers /dev/kvm (kvm-amd under TCG)."""
     if not guest.machine.profile.nested:
-        pytest.skip(f"machine profile {guest.machine.profile.name} has no nested virtualization")
+        missing.skip(Lack("nested virtualization",
+                          f"machine profile {guest.machine.profile.name} has no nested virtualization"))
     result = guest.run(["sh", "-c", "test -c /dev/kvm || { dmesg | grep -i -e kvm -e svm; exit 1; }"])
     if result.rc != 0 or guest.capabilities["kvm"]["present"] is not True:
         raise KernelFailure(f"/dev/kvm missing on a CPU with svm; kernel log: {result.text[-300:]}")
@@ -69,7 +72,7 @@ def test_dev_kvm(guest):
 def test_edu_device(guest):
     """In the VFIO profile the edu device is present and bound to vfio-pci in an IOMMU group."""
     if not guest.machine.profile.vfio:
-        pytest.skip(f"machine profile {guest.machine.profile.name} has no VFIO devices")
+        missing.skip(Lack("VFIO devices", f"machine profile {guest.machine.profile.name} has no VFIO devices"))
     edu = [d for d in guest.capabilities["pci"] if d["id"] == "1234:11e8"]
     assert edu, f"QEMU gave no edu device (1234:11e8): {guest.capabilities['pci']}"
     if not all(d["driver"] == "vfio-pci" and re.fullmatch(r"\d+", d["iommu_group"]) for d in edu):
