@@ -1,4 +1,4 @@
-"""kvmconf: one command per intent (run, list, probe, bench, kernel, series, compare, bisect, mutate, report, publish).
+"""kvmconf: one command per intent (run, list, probe, bench, kernel, series, compare, bisect, mutate, report, publish, certify, verify).
 
 Exit codes: 0 all is well, 1 the kernel side is wrong, 2 the harness broke or
 the usage is bad; the reason is one line on stderr.
@@ -12,6 +12,7 @@ import sys
 
 from harness import interrupt
 from harness.commands import argtypes as t
+from harness.commands.certify import add_certify_options, add_verify_options
 from harness.commands.common import err
 from harness.commands.kernel import add_build_options, cmd_kernel_build
 from harness.commands.list import cmd_list
@@ -117,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
     add_report_options(report)
     publish = sub.add_parser("publish", help="send run records to KCIDB (kcidb-rest) or SQUAD over HTTP")
     add_publish_options(publish)
+    certify = sub.add_parser("certify", help="judge a run against PLATFORM.toml and write a signed bundle")
+    add_certify_options(certify)
+    verify = sub.add_parser("verify", help="check a certification bundle offline and print its verdict")
+    add_verify_options(verify)
     for name, func, helptext in (("probe", cmd_probe, "print host and guest capabilities"),
                                  ("bench", cmd_bench, "measure boot-to-SSH-ready time")):
         p = sub.add_parser(name, help=helptext)

@@ -133,6 +133,19 @@ def _creatable(value: str) -> None:
             raise _bad(value, f"not writable ({parent} is a dangling symlink)")
 
 
+def output_file(value: str) -> str:
+    """certify --output: a file to write (or replace) in an existing writable folder."""
+    st = _stat(value, "not writable")
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise _bad(value, "is a folder, not a file")
+    parent = Path(value).absolute().parent
+    if not parent.is_dir():
+        raise _bad(value, f"not writable (no folder {parent})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _bad(value, "not writable (Permission denied)")
+    return value
+
+
 def output_folder(value: str) -> str:
     """--output: an existing writable folder, or one that can be created (the
     command creates it; nothing is created at parse time)."""

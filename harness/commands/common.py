@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from harness import features
+from harness.cache import sha256_file
 from harness.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +57,18 @@ def output_dir(path: Path) -> Path:
     except OSError as e:
         raise UsageError(f"--output {path}: not writable ({e.strerror})") from None
     return path
+
+
+def harness_digest() -> str:
+    """sha256 over every file of the harness, the run's cases and the payloads' sources
+    (path and content, sorted): run.json's harness.sha256, which a certification
+    bundle pins."""
+    digest = hashlib.sha256()
+    for part in (REPO / "harness", TESTCASES, REPO / "guests"):
+        for path in sorted(part.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(f"{part.name}/{path.relative_to(part)}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def git_describe() -> str:

@@ -20,7 +20,7 @@ from rich.table import Table
 import harness
 from harness import features as registry
 from harness.commands import argtypes as t
-from harness.commands.common import (REPO, TESTCASES, err, git_describe, out, output_dir,
+from harness.commands.common import (REPO, TESTCASES, err, git_describe, harness_digest, out, output_dir,
                                      parse_features, parse_profiles, suites as known_suites)
 from harness.commands.kernel import add_build_options, resolve_kernel
 from harness.errors import HarnessError, UsageError
@@ -210,7 +210,7 @@ def _run(args, plan: RunPlan, kernel, live, progress) -> int:
     run_id, output, seed, machine_profile = plan.run_id, plan.output, plan.seed, plan.machine_profile
     accel, accel_reason = plan.accel, plan.accel_reason
     record = RunRecord(output / "run.json", run_id, args.label,
-                       {"version": harness.__version__, "git": git_describe()},
+                       {"version": harness.__version__, "git": git_describe(), "sha256": harness_digest()},
                        {f: profiles.get(f) or registry.get(f).profiles[0] for f in features},
                        {f: registry.get(f).profiles for f in features})
     record.data["kernel"] = kernel.record()

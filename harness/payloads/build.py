@@ -17,7 +17,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from harness import features
-from harness.cache import cache_root, load_verified, locked, store_verified
+from harness.cache import cache_root, load_verified, locked, sha256_file, store_verified
 from harness.errors import HarnessError
 
 GUESTS = Path(__file__).resolve().parents[2] / "guests"
@@ -81,6 +81,19 @@ def build_lib() -> Path:
     return target
 
 
+# Every payload binary this process built or took from the cache, by name: its sha256
+# (run.json's `payloads`: what ran, for a certification bundle to pin).
+_BUILT: dict[str, str] = {}
+
+
+def note_built(name: str, path: Path) -> None:
+    _BUILT[name] = sha256_file(path)
+
+
+def built() -> dict[str, str]:
+    return dict(sorted(_BUILT.items()))
+
+
 def build(name: str, folder: Path | str | None = None) -> Payload:
     """Build payload `name` from `folder` (default guests/<name>) against guests/lib."""
     folder = Path(folder) if folder is not None else GUESTS / name
@@ -100,6 +113,7 @@ def build(name: str, folder: Path | str | None = None) -> Payload:
                                          "-o", str(out), *map(str, srcs),
                                          f"-L{lib.parent}", "-lkvmconf"])
                 store_verified(target, out, 0o755)
+    note_built(name, target)
     return Payload(name, target, check(name, target))
 
 

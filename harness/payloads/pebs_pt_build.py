@@ -225,6 +225,7 @@ def build_pmusim(tree: Path) -> PmuSim:
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.pmusim.") as tmp:
                 out = _compile(tree, Path(tmp), lib)
                 store_verified(target, out, 0o755)
+    payload_build.note_built("pmusim", target)
     return PmuSim(target, kernel_files)
 
 

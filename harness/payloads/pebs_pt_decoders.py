@@ -165,6 +165,7 @@ def build_ptdec(tree: Path) -> PtDec:
                 (done / "kernel_files.json").write_text(json.dumps(digests, indent=1) + "\n")
                 shutil.copy2(out, done / "ptdec")
                 store_verified(done)
+    payload_build.note_built("ptdec", target)
     return PtDec(target, digests)
 
 

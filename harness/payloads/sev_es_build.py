@@ -174,6 +174,7 @@ def build_vcsim(tree: Path) -> VcSim:
                     raise HarnessError("vcsim: the binary contains privileged instructions: "
                                        + "; ".join(bad[:5]))
                 store_verified(target, out, 0o755)
+    payload_build.note_built("vcsim", target)
     return VcSim(target, kernel_files)
 
 

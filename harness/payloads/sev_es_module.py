@@ -40,6 +40,7 @@ from elftools.elf.elffile import ELFFile
 from harness.cache import atomic_directory, cache_root, load_verified, locked, sha256_file, store_verified
 from harness.errors import HarnessError
 from harness.kernel import KernelImage
+from harness.payloads import build as payload_build
 
 BASELINE = Path(__file__).resolve().parents[2] / "guests" / "sev_es" / "baseline"
 ABI_HEADER = BASELINE / "kvc_abi.h"
@@ -343,6 +344,7 @@ def build_module(kernel: KernelImage) -> Path:
                 _compile(objtree, tmp, kernel, packages, compiler)
                 store_verified(tmp)
     check_vermagic(ko, kernel)
+    payload_build.note_built(MODULE_NAME + ".ko", ko)
     return ko
 
 

@@ -10,6 +10,7 @@ import pytest
 from harness import features, interrupt
 from harness.compare import Divergence
 from harness.errors import HarnessError, KernelFailure
+from harness.payloads import build as payload_build
 from harness.results.record import RunRecord
 
 
@@ -162,10 +163,13 @@ class KvmconfPlugin:
                 return
         if report.skipped:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            # harness/missing.py: the capability the SKIP names, for certification
+            capability = getattr(excinfo.value, "capability", None) if excinfo else None
+            if capability:
+                reason = excinfo.value.msg
             if state["status"] is None:
-                # harness/missing.py: the capability the SKIP names, for certification
                 state.update(status="SKIP", reason=_one_line(reason.removeprefix("Skipped: ")),
-                             capability=getattr(excinfo.value, "capability", None) if excinfo else None)
+                             capability=capability)
         elif report.failed:
             if state["status"] in ("FAIL", "ERROR"):
                 return  # the first failure is the one that counts
@@ -190,6 +194,7 @@ class KvmconfPlugin:
         state = self._outcome[cid]
         status = state["status"] or "ERROR"
         state["finished"] = True
+        self.record.data["payloads"] = payload_build.built()   # what ran, by sha256
         self.record.finish(cid, status, state.get("reason") or ("" if status == "PASS" else "no outcome"),
                            time.monotonic() - state["start"], state.get("divergence"), state.get("attempts"),
                            state.get("capability"))
