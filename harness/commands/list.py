@@ -64,7 +64,9 @@ def feature_facts(row: features.Feature) -> dict:
             "requirements": [{"name": r.name, "where": r.where,
                               "must_have_since": f"{r.since[0]}.{r.since[1]}" if not r.device else None,
                               "optional_with": r.config, "device": r.device}
-                             for r in row.requirements]}
+                             for r in row.requirements],
+            # what its SKIPs may name (harness/missing.py), for PLATFORM.toml's allow_skip
+            "capabilities": sorted(row.capability_names)}
 
 
 def cmd_list(args) -> int:
