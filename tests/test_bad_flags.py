@@ -70,6 +70,9 @@ FLAGS: dict[str, dict[str, str]] = {
                "--db": "db", "--history": "history"},
     "publish": {"runs": "run-record", "--kcidb": "kcidb-url", "--squad": "squad-url", "--token-file": "token-file",
                 "--artifacts-url": "url", "--deadline": "positive-float"},
+    "certify": {"run": "run-record", "--expect": "platform", "--key": "ssh-key", "--output": "output-file",
+                "--new-key": "output"},
+    "verify": {"bundle": "bundle", "--pubkey": "public-key", "--json": "switch"},
 }
 
 # kind -> the argparse type= it must have (None: argparse's own: switches, choices, free text)
@@ -81,6 +84,8 @@ TYPES = {
     "case": t.case_pattern, "shell-words": t.shell_words, "integer": t.integer,
     "positive-int": t.positive_int, "non-negative-int": t.non_negative_int, "positive-float": t.positive_float,
     "url": t.artifacts_url, "kcidb-url": t.kcidb_url, "squad-url": t.squad_url, "token-file": t.token_file,
+    "platform": t.platform_file, "output-file": t.output_file, "public-key": t.public_key_file,
+    "bundle": t.bundle_file,
     "switch": None, "choice": None, "text": None,
 }
 
@@ -177,6 +182,12 @@ BAD: dict[str, list[tuple[str, str, str]]] = {
     "token-file": FILE_CASES + [("empty-file", "{d}/empty", r"empty \(expected the token on one line\)"),
                                 ("two-lines", "{d}/two-lines", r"more than one line"),
                                 ("binary", "{d}/binary", r"more than one line|not a token")],
+    "platform": FILE_CASES + [("malformed", "{d}/text", r"not TOML"),
+                              ("binary", "{d}/binary", r"not UTF-8 text|not TOML")],
+    "output-file": [FOLDER, ("empty", "", r"empty path"),
+                    ("under-a-file", "{d}/text/cert.tar.gz", r"not writable \(no folder")],
+    "public-key": FILE_CASES + [("malformed", "{d}/text", r"not a public key")],
+    "bundle": FILE_CASES + [("malformed", "{d}/text", r"not a certification bundle \(not gzip\)")],
     "switch": [], "text": [],
 }
 
@@ -208,7 +219,9 @@ def _cases():
         positional = not action.option_strings
         for label, value, what in BAD[kind]:
             yield f"{command}:{name}:{label}", (command, name, positional, value, what)
-        if positional or action.nargs != 0:
+        if positional and action.nargs == "?":
+            pass                        # an optional positional (certify RUN beside --new-key)
+        elif positional or action.nargs != 0:
             yield f"{command}:{name}:no-value", (command, name, positional, None, None)
         else:
             yield f"{command}:{name}:given-a-value", (command, name, positional, "x", None)

@@ -257,10 +257,15 @@ def test_every_capability_a_skip_names_is_declared():
     assert undeclared == {}
 
 
-def test_certify_refuses_bad_usage_in_one_line(tmp_path):
+def test_certify_and_verify_refuse_bad_usage_in_one_line(tmp_path):
     from tests.conftest import kvmconf
-    done = kvmconf("certify", str(RUN), "--key", str(RUN / "junit.xml"))
+    private, _, _ = keys.new_pair(tmp_path / "keys")
+    done = kvmconf("certify", str(RUN), "--key", str(private))
     assert done.returncode == 2 and done.stderr == "kvmconf: certify needs --expect PLATFORM.toml (or --new-key DIR)\n"
     (tmp_path / "P.toml").write_text(GOOD.replace("cpu_family", "cpu_famly"))
-    done = kvmconf("certify", str(RUN), "--expect", str(tmp_path / "P.toml"), "--key", str(RUN / "junit.xml"))
-    assert done.returncode == 2 and done.stderr.startswith(f"kvmconf: {tmp_path / 'P.toml'}: cpu_famly: not a key")
+    done = kvmconf("certify", str(RUN), "--expect", str(tmp_path / "P.toml"), "--key", str(private))
+    assert done.returncode == 2 and done.stderr.startswith(f"kvmconf: --expect {tmp_path / 'P.toml'}: cpu_famly: not a key")
+    done = kvmconf("certify", "--new-key", str(tmp_path / "keys"))
+    assert done.returncode == 2 and done.stderr.endswith("kvmconf-cert.key is already there (kvmconf never overwrites a key)\n")
+    done = kvmconf("verify", str(RUN / "junit.xml"), "--pubkey", str(tmp_path / "keys" / "kvmconf-cert.pub"))
+    assert done.returncode == 2 and "not a certification bundle (not gzip)" in done.stderr

@@ -286,11 +286,38 @@ def run_record(value: str) -> str:
 
 
 def ssh_private_key(value: str) -> str:
-    """--ssh-key: a file holding a PEM/OpenSSH private key."""
+    """--ssh-key, certify --key: a file holding a PEM/OpenSSH private key."""
     existing_file(value)
     if not _PRIVATE_KEY.search(_head(value, 1 << 16)):
         raise _bad(value, "not a private key (no -----BEGIN ... PRIVATE KEY----- line)")
     return value
+
+
+def public_key_file(value: str) -> str:
+    """verify --pubkey: a file holding a PEM public key or an OpenSSH public key line."""
+    existing_file(value)
+    head = _head(value, 1 << 16).lstrip()
+    if not (head.startswith(b"-----BEGIN PUBLIC KEY-----") or head.startswith(b"ssh-")):
+        raise _bad(value, "not a public key (no -----BEGIN PUBLIC KEY----- or ssh-... line)")
+    return value
+
+
+def bundle_file(value: str) -> str:
+    """verify BUNDLE: a gzip file (what is inside is the check's to judge)."""
+    existing_file(value)
+    if _head(value, 2) != b"\x1f\x8b":
+        raise _bad(value, "not a certification bundle (not gzip)")
+    return value
+
+
+def _platform_file(value: str) -> str:
+    from harness.certify import expectations
+    existing_file(value)
+    expectations.load(value)
+    return value
+
+
+platform_file = _reusing(_platform_file)     # certify --expect: a PLATFORM.toml that loads
 
 
 @_reusing

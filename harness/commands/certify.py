@@ -19,8 +19,8 @@ from harness.errors import UsageError
 
 def add_certify_options(p) -> None:
     p.add_argument("run", nargs="?", type=t.run_record, help="run folder (or its run.json)")
-    p.add_argument("--expect", type=t.existing_file, metavar="PLATFORM.toml", help="the platform's expectations")
-    p.add_argument("--key", type=t.existing_file, metavar="KEY", help="ed25519 private key (PEM, mode 0600)")
+    p.add_argument("--expect", type=t.platform_file, metavar="PLATFORM.toml", help="the platform's expectations")
+    p.add_argument("--key", type=t.ssh_private_key, metavar="KEY", help="ed25519 private key (PEM, mode 0600)")
     p.add_argument("--output", type=t.output_file, metavar="F",
                    help="bundle to write (default: kvmconf-cert-RUN_ID.tar.gz here)")
     p.add_argument("--new-key", type=t.output_folder, metavar="DIR",
@@ -29,9 +29,9 @@ def add_certify_options(p) -> None:
 
 
 def add_verify_options(p) -> None:
-    p.add_argument("bundle", type=t.existing_file, help="certification bundle (.tar.gz)")
-    p.add_argument("--pubkey", required=True, type=t.existing_file, metavar="K",
-                   help="the vendor's public key (PEM, or an OpenSSH ssh-ed25519 line)")
+    p.add_argument("bundle", type=t.bundle_file, help="certification bundle (.tar.gz)")
+    p.add_argument("--pubkey", type=t.public_key_file, metavar="K",
+                   help="the vendor's public key (PEM, or an OpenSSH ssh-ed25519 line; required)")
     p.add_argument("--json", action="store_true", help="the verdict as JSON")
     p.set_defaults(func=cmd_verify)
 
@@ -86,6 +86,8 @@ def cmd_verify(args) -> int:
     import json
 
     from harness.certify import bundle, keys
+    if not args.pubkey:
+        raise UsageError("verify needs --pubkey K (the vendor's public key: a bundle is checked against it)")
     public = keys.load_public(Path(args.pubkey))
     start = time.monotonic()
     try:
