@@ -269,3 +269,33 @@ def test_certify_and_verify_refuse_bad_usage_in_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.endswith("kvmconf-cert.key is already there (kvmconf never overwrites a key)\n")
     done = kvmconf("verify", str(RUN / "junit.xml"), "--pubkey", str(tmp_path / "keys" / "kvmconf-cert.pub"))
     assert done.returncode == 2 and "not a certification bundle (not gzip)" in done.stderr
+
+
+def _resigned(tmp_path, source: Path, key, change) -> Path:
+    """`source` with `change(members)` applied and its manifest rebuilt and signed by `key`."""
+    import hashlib
+    with tarfile.open(source) as tar:
+        top = tar.getmembers()[0].name.split("/", 1)[0]
+        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar}
+    change(members)
+    body = {n: d for n, d in members.items() if not n.startswith("MANIFEST")}
+    members["MANIFEST.sha256"] = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n"
+                                         for n, d in sorted(body.items())).encode()
+    members["MANIFEST.sha256.sig"] = key.sign(members["MANIFEST.sha256"])
+    out = tmp_path / "resigned.tar.gz"
+    _hostile(out, [_file(f"{top}/{n}", d) for n, d in members.items()])
+    return out
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("verdict.json", b"[]", r"^verdict.json: no judged_on date$"),
+    ("run/run.json", b'{"schema": "kvmconf-run/1"}', r"^run/run.json: run_id: expected str"),
+    ("PLATFORM.toml", b"schema = 2", r"^PLATFORM.toml: schema: 2, expected"),
+    ("hashes.json", b"{}\n", r"^hashes.json does not match what run/run.json says$"),
+    ("signer.json", b'{"fingerprint": "SHA256:someone-else"}', r"^signer.json names SHA256:someone-else, but SHA256:"),
+])
+def test_signed_members_that_do_not_hold_together_are_invalid(tmp_path, signed, name, data, message):
+    out, public, key = signed
+    bad = _resigned(tmp_path, out, key, lambda m: m.update({name: data}))
+    with pytest.raises(bundle.Invalid, match=message):
+        bundle.check(bad, public, TODAY)

@@ -232,10 +232,18 @@ def check(path: Path, public: Ed25519PublicKey, today: dt.date) -> Checked:
     for name in (RUN_JSON, PLATFORM_TOML, VERDICT, SIGNER, PLATFORM_JSON, HASHES):
         if name not in listed:
             raise Invalid(f"the signed {MANIFEST} lists no {name}: not a kvmconf certification bundle")
+    try:
+        return _judge_contents(contents, given, today, len(listed) + 2)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        # signed, but not what kvmconf writes: a record or verdict of the wrong shape
+        raise Invalid(f"signed members of the wrong shape ({type(e).__name__}: {e})") from None
+
+
+def _judge_contents(contents: dict[str, bytes], given: str, today: dt.date, members: int) -> Checked:
     record = _load_json(contents, RUN_JSON)
-    if not isinstance(record, dict) or record.get("schema") != RUN_SCHEMA or problems(record):
-        found = problems(record) if isinstance(record, dict) and record.get("schema") == RUN_SCHEMA else \
-            ["not a kvmconf-run/1 record"]
+    found = problems(record) if isinstance(record, dict) and record.get("schema") == RUN_SCHEMA \
+        else ["not a kvmconf-run/1 record"]
+    if found:
         raise Invalid(f"{RUN_JSON}: {found[0]}")
     try:
         expect = expect_mod.parse(contents[PLATFORM_TOML], PLATFORM_TOML)
@@ -259,12 +267,12 @@ def check(path: Path, public: Ed25519PublicKey, today: dt.date) -> Checked:
                       f"recomputed {now} (first difference: {differs})")
     signer = _load_json(contents, SIGNER)
     if not isinstance(signer, dict) or signer.get("fingerprint") != given:
-        raise Invalid(f"{SIGNER} names {signer.get('fingerprint') if isinstance(signer, dict) else signer!r}, "
-                      f"but {given} signed the bundle")
+        named = signer.get("fingerprint") if isinstance(signer, dict) else signer
+        raise Invalid(f"{SIGNER} names {named}, but {given} signed the bundle")
     certified, reasons = again["certified"], list(again["reasons"])
     if certified and today > judged_on:
         later = judge(record, expect, today)
         if not later["certified"]:
             certified = False
             reasons = [f"since certification on {judged_on.isoformat()}: {r}" for r in later["reasons"]]
-    return Checked(verdict, certified, reasons, len(listed) + 2, given)
+    return Checked(verdict, certified, reasons, members, given)

@@ -20,19 +20,21 @@ def platform_facts(record: dict) -> dict:
     platform = record["platform"]
     caps = platform.get("capabilities") or {}
     host = caps.get("host") or {}
-    live = record.get("target", {}).get("kind", "qemu") != "qemu"
+    target = (record.get("target") or {}).get("kind", "qemu")
+    live = target != "qemu"
     cpu = (caps.get("target") or {}) if live else host
     microcode = cpu.get("microcode")
     try:
         microcode = int(microcode, 0) if isinstance(microcode, str) else microcode
     except ValueError:
         microcode = None
+    # a live target runs the kernel under test itself; QEMU's host keeps its own kernel
+    host_kernel = record["kernel"].get("version") if live else (host.get("kernel") or "").split(" ")[0] or None
     return {"cpu_vendor": cpu.get("cpu_vendor"), "cpu_name": cpu.get("cpu_model"),
             "cpu_family": cpu.get("cpu_family"), "cpu_model": cpu.get("cpu_model_number"),
             "cpu_stepping": cpu.get("cpu_stepping"), "microcode": microcode,
             "qemu": platform.get("qemu"), "accel": platform.get("accel") or "none",
-            "host_kernel": record["kernel"].get("version") if live else (host.get("kernel") or "").split(" ")[0] or None,
-            "target": record.get("target", {}).get("kind", "qemu")}
+            "host_kernel": host_kernel, "target": target}
 
 
 def fingerprint_mismatches(facts: dict, wanted: dict) -> list[str]:
