@@ -299,3 +299,9 @@ def test_signed_members_that_do_not_hold_together_are_invalid(tmp_path, signed, 
     bad = _resigned(tmp_path, out, key, lambda m: m.update({name: data}))
     with pytest.raises(bundle.Invalid, match=message):
         bundle.check(bad, public, TODAY)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "docs" / "platforms").glob("*.toml")), ids=lambda p: p.name)
+def test_the_documented_example_platforms_load(path):
+    expect = expectations.load(path)
+    assert expect.name.startswith("Example: ") and "smoke" in expect.features
