@@ -9,6 +9,7 @@ each reason), 2 bad input. verify: 0 certified, 1 not certified, 2 the bundle is
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 
@@ -65,8 +66,12 @@ def cmd_certify(args) -> int:
         if not value:
             raise UsageError(f"certify needs {flag} (or --new-key DIR)")
     folder, run_json = _run_folder(args.run)
-    raw = run_json.read_bytes()
-    record = load(run_json)
+    load(run_json)                  # its one-line errors
+    raw = run_json.read_bytes()     # the bytes bundled are the bytes judged
+    try:
+        record = json.loads(raw)
+    except ValueError as e:
+        raise UsageError(f"{run_json}: changed while being read ({e})") from None
     found = problems(record)
     if found:
         raise UsageError(f"{args.run}: not a whole run record ({found[0]})")
@@ -83,8 +88,6 @@ def cmd_certify(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    import json
-
     from harness.certify import bundle, keys
     if not args.pubkey:
         raise UsageError("verify needs --pubkey K (the vendor's public key: a bundle is checked against it)")
