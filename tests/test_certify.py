@@ -305,3 +305,17 @@ def test_signed_members_that_do_not_hold_together_are_invalid(tmp_path, signed, 
 def test_the_documented_example_platforms_load(path):
     expect = expectations.load(path)
     assert expect.name.startswith("Example: ") and "smoke" in expect.features
+
+
+def test_a_live_target_reports_the_cpu_identity_the_host_probe_does():
+    """The target's shell probe (what a --target local/ssh run records) and the host's
+    own probe read the same family, model, stepping and microcode on this machine."""
+    import subprocess
+
+    from harness import probe
+    shell = subprocess.run(["sh", "-c", probe.GUEST_SHELL_PROBE], capture_output=True, text=True, timeout=60)
+    target = probe.parse_shell_probe(shell.stdout)
+    host = probe.host_capabilities()
+    keys_ = ("cpu_vendor", "cpu_family", "cpu_model_number", "cpu_stepping", "microcode")
+    assert {k: target[k] for k in keys_} == {k: host[k] for k in keys_}
+    assert isinstance(host["cpu_family"], int) and "cpuinfo" not in target
