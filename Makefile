@@ -16,8 +16,9 @@ DEBS := qemu-system-x86 qemu-utils busybox-static cpio dropbear-bin openssh-sftp
 run: venv
 	$(KVMCONF) run $(RUN_ARGS)
 
+# the slowest tests are listed before pytest's closing line: the budget's evidence
 test: venv
-	$(PY) -m pytest $(TEST_ARGS)
+	$(PY) -m pytest --durations=25 $(TEST_ARGS)
 
 deps:
 	@bash ci/install-deps.sh $(DEBS)
