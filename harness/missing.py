@@ -22,7 +22,6 @@ GENERAL = {
     "--allow-module-changes": "the user's leave to load modules or change module parameters on a live host",
     "nested virtualization": "a machine profile with a nested KVM guest",
     "VFIO devices": "a machine profile with a device bound to vfio-pci",
-    "kernel modules": "a kernel under test that can load modules",
 }
 CONFIG_OPTION = re.compile(r"CONFIG_[A-Z0-9_]+")
 
@@ -31,8 +30,8 @@ class Lack(str):
     """A SKIP reason (the text) that names the missing capability (`.capability`)."""
     capability: str
 
-    def __new__(cls, capability: str, text: str | None = None) -> "Lack":
-        self = super().__new__(cls, text if text is not None else f"{capability} missing")
+    def __new__(cls, capability: str, text: str) -> "Lack":
+        self = super().__new__(cls, text)
         self.capability = capability
         return self
 

@@ -19,6 +19,7 @@ from harness import features, missing
 from harness.certify import bundle, expectations, keys
 from harness.certify.verdict import judge
 from harness.errors import UsageError
+from tests import bundles
 from tests.conftest import FIXTURES, REPO
 
 RUN = FIXTURES / "certify" / "run"
@@ -84,7 +85,10 @@ def test_a_bad_platform_file_is_one_line_naming_the_key(text, message):
 
 
 def test_config_options_and_general_capabilities_are_names():
-    parse(GOOD.replace('allow_skip = ["SEV"]', 'allow_skip = ["SEV", "CONFIG_MODULES", "kernel source"]'))
+    expect = parse(GOOD.replace('allow_skip = ["SEV"]', 'allow_skip = ["SEV", "CONFIG_MODULES", "kernel source"]'))
+    assert expect.features["sev_es"].allow_skip == {"SEV", "CONFIG_MODULES", "kernel source"}
+    with pytest.raises(UsageError, match=r"'CONFIG_modules' is not a capability sev_es's cases name"):
+        parse(GOOD.replace('allow_skip = ["SEV"]', 'allow_skip = ["CONFIG_modules"]'))
 
 
 def _waiver(expires: str, case: str = "pebs_pt/hardware/*") -> str:
@@ -271,22 +275,6 @@ def test_certify_and_verify_refuse_bad_usage_in_one_line(tmp_path):
     assert done.returncode == 2 and "not a certification bundle (not gzip)" in done.stderr
 
 
-def _resigned(tmp_path, source: Path, key, change) -> Path:
-    """`source` with `change(members)` applied and its manifest rebuilt and signed by `key`."""
-    import hashlib
-    with tarfile.open(source) as tar:
-        top = tar.getmembers()[0].name.split("/", 1)[0]
-        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar}
-    change(members)
-    body = {n: d for n, d in members.items() if not n.startswith("MANIFEST")}
-    members["MANIFEST.sha256"] = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n"
-                                         for n, d in sorted(body.items())).encode()
-    members["MANIFEST.sha256.sig"] = key.sign(members["MANIFEST.sha256"])
-    out = tmp_path / "resigned.tar.gz"
-    _hostile(out, [_file(f"{top}/{n}", d) for n, d in members.items()])
-    return out
-
-
 @pytest.mark.parametrize("name, data, message", [
     ("verdict.json", b"[]", r"^verdict.json: no judged_on date$"),
     ("run/run.json", b'{"schema": "kvmconf-run/1"}', r"^run/run.json: run_id: expected str"),
@@ -296,7 +284,7 @@ def _resigned(tmp_path, source: Path, key, change) -> Path:
 ])
 def test_signed_members_that_do_not_hold_together_are_invalid(tmp_path, signed, name, data, message):
     out, public, key = signed
-    bad = _resigned(tmp_path, out, key, lambda m: m.update({name: data}))
+    bad = bundles.rewrite(out, tmp_path / "resigned.tar.gz", lambda m: m.update({name: data}), key)
     with pytest.raises(bundle.Invalid, match=message):
         bundle.check(bad, public, TODAY)
 

@@ -3,7 +3,6 @@ verified with the real command line; each way a bundle can be wrong or a platfor
 unmet is refused with its one-line reason (issue 17's acceptance)."""
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import bundles
 from tests.conftest import kvmconf, load_run
 
 pytestmark = pytest.mark.e2e
@@ -117,19 +117,6 @@ def test_a_real_run_certifies_and_verifies(lab, tmp_path):
     assert "Signature Verified Successfully" in sig.stdout, sig.stdout + sig.stderr
 
 
-def _rewrite(source: Path, target: Path, change) -> None:
-    """Copy a bundle, letting `change(members)` edit {name: bytes} (an attacker's tarball)."""
-    with tarfile.open(source) as tar:
-        top = tar.getmembers()[0].name.split("/", 1)[0]
-        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar}
-    change(members)
-    with tarfile.open(target, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"{top}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def _edit_json(name, edit):
     def change(members):
         data = json.loads(members[name])
@@ -138,20 +125,9 @@ def _edit_json(name, edit):
     return change
 
 
-def _resign(lab, change):
-    """`change`, then the manifest rebuilt and signed with the real key: only the
-    recomputation of the verdict can catch it."""
-    import hashlib
-
+def _signing_key(lab):
     from cryptography.hazmat.primitives import serialization
-    key = serialization.load_pem_private_key(lab["key"].read_bytes(), password=None)
-
-    def both(members):
-        change(members)
-        body = {n: d for n, d in members.items() if not n.startswith("MANIFEST")}
-        manifest = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(body.items())).encode()
-        members["MANIFEST.sha256"], members["MANIFEST.sha256.sig"] = manifest, key.sign(manifest)
-    return both
+    return serialization.load_pem_private_key(lab["key"].read_bytes(), password=None)
 
 
 def _pass_everything(record):
@@ -159,29 +135,28 @@ def _pass_everything(record):
         case.update(status="PASS", reason="")
 
 
+# kind -> (the edit, whether it is signed again with the real key, the one line verify prints)
 TAMPERING = {
-    "member-changed": (lambda lab: _edit_json("run/run.json", _pass_everything),
+    "member-changed": (_edit_json("run/run.json", _pass_everything), False,
                        r"member run/run\.json changed after signing"),
-    "member-added": (lambda lab: lambda m: m.update({"run/extra.log": b"added later\n"}),
+    "member-added": (lambda m: m.update({"run/extra.log": b"added later\n"}), False,
                      r"member run/extra\.log is not in the signed MANIFEST\.sha256 \(added after signing\)"),
-    "member-removed": (lambda lab: lambda m: m.pop("run/all.serial.log"),
+    "member-removed": (lambda m: m.pop("run/all.serial.log"), False,
                        r"member run/all\.serial\.log is listed in MANIFEST\.sha256 but missing"),
-    "manifest-edited": (lambda lab: lambda m: m.update({"MANIFEST.sha256": m["MANIFEST.sha256"].replace(
-        b"verdict.json", b"verdict.jsoN")}), r"signature: MANIFEST\.sha256 is not signed by --pubkey's key"),
-    "verdict-forged-and-resigned": (
-        lambda lab: _resign(lab, _edit_json("verdict.json", lambda v: v.update(reasons=["forged"]))),
-        r"verdict\.json does not follow from run/run\.json and PLATFORM\.toml"),
+    "manifest-edited": (lambda m: m.update({"MANIFEST.sha256": m["MANIFEST.sha256"].replace(
+        b"verdict.json", b"verdict.jsoN")}), False, r"signature: MANIFEST\.sha256 is not signed by --pubkey's key"),
+    "verdict-forged-and-resigned": (_edit_json("verdict.json", lambda v: v.update(reasons=["forged"])), True,
+                                    r"verdict\.json does not follow from run/run\.json and PLATFORM\.toml"),
     "run-json-forged-and-resigned": (
-        lambda lab: _resign(lab, _edit_json("run/run.json", lambda r: r["cases"][0].update(status="FAIL"))),
+        _edit_json("run/run.json", lambda r: r["cases"][0].update(status="FAIL")), True,
         r"(platform|hashes)\.json does not match|verdict\.json does not follow|run/run\.json: summary"),
 }
 
 
 @pytest.mark.parametrize("kind", list(TAMPERING))
 def test_a_tampered_bundle_is_invalid(lab, tmp_path, kind):
-    make, message = TAMPERING[kind]
-    bad = tmp_path / "bad.tar.gz"
-    _rewrite(lab["bundle"], bad, make(lab))
+    change, resign, message = TAMPERING[kind]
+    bad = bundles.rewrite(lab["bundle"], tmp_path / "bad.tar.gz", change, _signing_key(lab) if resign else None)
     done = verify(bad, lab["pub"])
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()

@@ -275,3 +275,11 @@ def test_vfio_answers_each_streamed_script_before_eof_even_when_setup_fails():
     assert answers[0][0] == {"script": 0, "op": "setup", "iommu": 3, "result": "ENOTTY",
                              "step": "VFIO_GET_API_VERSION"}
     assert [len(a) for a in answers] == [2, 2]       # actions after a failed setup are skipped
+
+
+def test_a_built_payload_is_pinned_by_the_sha256_of_its_binary():
+    """run.json's `payloads` (build.built()): the digest the cache checked is the binary's."""
+    from harness.cache import sha256_file
+    from harness.payloads import build as payload_build
+    probe = payload_build.build("probe")
+    assert payload_build.built()["probe"] == sha256_file(probe.path)

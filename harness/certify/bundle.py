@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from harness.certify import expectations as expect_mod
 from harness.certify.keys import fingerprint
 from harness.certify.verdict import judge
+from harness.commands.report import safe_name
 from harness.errors import UsageError
 from harness.results.record import SCHEMA as RUN_SCHEMA
 from harness.results.schema import problems
@@ -71,7 +72,7 @@ def derived(record: dict) -> dict[str, bytes]:
 
 
 def top_folder(run_id: str) -> str:
-    return "kvmconf-cert-" + re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    return "kvmconf-cert-" + safe_name(run_id)
 
 
 def _run_files(folder: Path) -> dict[str, bytes]:

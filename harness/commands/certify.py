@@ -46,15 +46,9 @@ def _print_verdict(certified: bool, platform: str, run_id: str, reasons: list[st
         out.print(f"  {note}", markup=False)
 
 
-def _run_folder(path: str) -> tuple[Path, Path]:
-    p = Path(path)
-    return (p.parent, p) if p.is_file() else (p, p / "run.json")
-
-
 def cmd_certify(args) -> int:
     from harness.certify import bundle, expectations, keys
-    from harness.results.record import load
-    from harness.results.schema import problems
+    from harness.commands.report import load_runs
     if args.new_key:
         if args.run or args.expect or args.key or args.output:
             raise UsageError("certify --new-key DIR takes no RUN, --expect, --key or --output")
@@ -65,16 +59,14 @@ def cmd_certify(args) -> int:
     for flag, value in (("RUN", args.run), ("--expect PLATFORM.toml", args.expect), ("--key KEY", args.key)):
         if not value:
             raise UsageError(f"certify needs {flag} (or --new-key DIR)")
-    folder, run_json = _run_folder(args.run)
-    load(run_json)                  # its one-line errors
-    raw = run_json.read_bytes()     # the bytes bundled are the bytes judged
+    ((record, folder),) = load_runs([args.run])      # one-line errors for a broken record
+    raw = (folder / "run.json").read_bytes()           # the bytes bundled are the bytes judged
     try:
-        record = json.loads(raw)
-    except ValueError as e:
-        raise UsageError(f"{run_json}: changed while being read ({e})") from None
-    found = problems(record)
-    if found:
-        raise UsageError(f"{args.run}: not a whole run record ({found[0]})")
+        same = json.loads(raw) == record
+    except ValueError:
+        same = False
+    if not same:
+        raise UsageError(f"{args.run}: run.json changed while being certified (is the run still going?)")
     expect = expectations.load(args.expect)
     key = keys.load_private(Path(args.key))
     output = Path(args.output or f"{bundle.top_folder(record['run_id'])}.tar.gz")

@@ -17,7 +17,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from harness import features
-from harness.cache import cache_root, load_verified, locked, sha256_file, store_verified
+from harness.cache import cache_root, load_verified, locked, store_verified
 from harness.errors import HarnessError
 
 GUESTS = Path(__file__).resolve().parents[2] / "guests"
@@ -86,8 +86,10 @@ def build_lib() -> Path:
 _BUILT: dict[str, str] = {}
 
 
-def note_built(name: str, path: Path) -> None:
-    _BUILT[name] = sha256_file(path)
+def note_built(name: str, sha256: str) -> None:
+    """`sha256`: the digest the cache checked or recorded (load_verified, store_verified,
+    a folder artifact's manifest entry), so nothing is hashed twice."""
+    _BUILT[name] = sha256
 
 
 def built() -> dict[str, str]:
@@ -106,14 +108,15 @@ def build(name: str, folder: Path | str | None = None) -> Payload:
     digest = _digest(srcs + _files(folder, (".h",)), lib.parent.name)
     target = cache_root() / "payloads" / f"{name}-{digest}"
     with locked(target):
-        if not load_verified(target):
+        digest = load_verified(target)
+        if not digest:
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.") as tmp:
                 out = Path(tmp) / name
                 _run(f"payload {name}", ["gcc", *CFLAGS, *LDFLAGS, f"-I{LIB}", f"-I{folder}",
                                          "-o", str(out), *map(str, srcs),
                                          f"-L{lib.parent}", "-lkvmconf"])
-                store_verified(target, out, 0o755)
-    note_built(name, target)
+                digest = store_verified(target, out, 0o755)
+    note_built(name, digest)
     return Payload(name, target, check(name, target))
 
 

@@ -221,11 +221,12 @@ def build_pmusim(tree: Path) -> PmuSim:
         digest.update(b"\0" + str(path.relative_to(payload_build.GUESTS)).encode() + b"\0" + path.read_bytes())
     target = cache_root() / "payloads" / f"pmusim-{digest.hexdigest()[:16]}"
     with locked(target):
-        if not load_verified(target):
+        digest = load_verified(target)
+        if not digest:
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.pmusim.") as tmp:
                 out = _compile(tree, Path(tmp), lib)
-                store_verified(target, out, 0o755)
-    payload_build.note_built("pmusim", target)
+                digest = store_verified(target, out, 0o755)
+    payload_build.note_built("pmusim", digest)
     return PmuSim(target, kernel_files)
 
 

@@ -29,7 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import atomic_directory, cache_root, load_verified, locked, sha256_file, store_verified
+from harness.cache import (atomic_directory, cache_root, load_verified, locked, read_manifest, sha256_file,
+                           store_verified)
 from harness.errors import DeadlineExceeded, HarnessError
 from harness.payloads import build as payload_build
 
@@ -165,7 +166,7 @@ def build_ptdec(tree: Path) -> PtDec:
                 (done / "kernel_files.json").write_text(json.dumps(digests, indent=1) + "\n")
                 shutil.copy2(out, done / "ptdec")
                 store_verified(done)
-    payload_build.note_built("ptdec", target)
+    payload_build.note_built("ptdec", read_manifest(folder)["ptdec"])   # checked by load_verified
     return PtDec(target, digests)
 
 

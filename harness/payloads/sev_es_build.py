@@ -166,15 +166,16 @@ def build_vcsim(tree: Path) -> VcSim:
         digest.update(b"\0" + str(path.relative_to(payload_build.GUESTS)).encode() + b"\0" + path.read_bytes())
     target = cache_root() / "payloads" / f"vcsim-{digest.hexdigest()[:16]}"
     with locked(target):
-        if not load_verified(target):
+        digest = load_verified(target)
+        if not digest:
             with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build.vcsim.") as tmp:
                 out = _compile(tree, Path(tmp))
                 bad = check_binary(out)
                 if bad:
                     raise HarnessError("vcsim: the binary contains privileged instructions: "
                                        + "; ".join(bad[:5]))
-                store_verified(target, out, 0o755)
-    payload_build.note_built("vcsim", target)
+                digest = store_verified(target, out, 0o755)
+    payload_build.note_built("vcsim", digest)
     return VcSim(target, kernel_files)
 
 

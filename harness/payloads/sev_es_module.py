@@ -37,7 +37,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from harness.cache import atomic_directory, cache_root, load_verified, locked, sha256_file, store_verified
+from harness.cache import (atomic_directory, cache_root, load_verified, locked, read_manifest, sha256_file,
+                           store_verified)
 from harness.errors import HarnessError
 from harness.kernel import KernelImage
 from harness.payloads import build as payload_build
@@ -344,7 +345,7 @@ def build_module(kernel: KernelImage) -> Path:
                 _compile(objtree, tmp, kernel, packages, compiler)
                 store_verified(tmp)
     check_vermagic(ko, kernel)
-    payload_build.note_built(MODULE_NAME + ".ko", ko)
+    payload_build.note_built(ko.name, read_manifest(out)[ko.name])    # checked by load_verified
     return ko
 
 

@@ -162,14 +162,16 @@ class KvmconfPlugin:
                 state.update(status="ERROR", reason=_one_line(report.longrepr))
                 return
         if report.skipped:
-            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-            # harness/missing.py: the capability the SKIP names, for certification
-            capability = getattr(excinfo.value, "capability", None) if excinfo else None
-            if capability:
-                reason = excinfo.value.msg
+            exc = excinfo.value if excinfo else None
+            if isinstance(exc, pytest.skip.Exception):
+                reason = exc.msg or ""      # pytest's text would prefix a subclass's name
+            else:                           # a skip marker: pytest made the text
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                reason = reason.removeprefix("Skipped: ")
             if state["status"] is None:
-                state.update(status="SKIP", reason=_one_line(reason.removeprefix("Skipped: ")),
-                             capability=capability)
+                # harness/missing.py: the capability the SKIP names, for certification
+                state.update(status="SKIP", reason=_one_line(reason),
+                             capability=getattr(exc, "capability", None))
         elif report.failed:
             if state["status"] in ("FAIL", "ERROR"):
                 return  # the first failure is the one that counts
