@@ -22,7 +22,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 import zlib
@@ -32,6 +31,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from harness.cache import atomic_write_bytes
 from harness.certify import expectations as expect_mod
 from harness.certify.keys import fingerprint
 from harness.certify.verdict import judge
@@ -76,9 +76,10 @@ def top_folder(run_id: str) -> str:
 
 
 def _run_files(folder: Path) -> dict[str, bytes]:
+    """The run folder's files but run.json (the caller's bytes, the ones it judged)."""
     files, total = {}, 0
     for path in sorted(folder.rglob("*")):
-        if path.is_symlink() or not path.is_file():
+        if path.is_symlink() or not path.is_file() or path == folder / "run.json":
             continue
         data = path.read_bytes()
         total += len(data)
@@ -104,22 +105,18 @@ def write(folder: Path, run_json: bytes, record: dict, expect: expect_mod.Expect
     members[MANIFEST] = manifest.encode()
     members[SIGNATURE] = key.sign(members[MANIFEST])
     top = top_folder(record["run_id"])
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    packed = io.BytesIO()       # the members are in memory already; the tarball is smaller
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename="") as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
     try:
-        with open(tmp, "wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
-                    tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name, data in sorted(members.items()):
-                    info = tarfile.TarInfo(f"{top}/{name}")
-                    info.size, info.mtime, info.mode = len(data), int(now.timestamp()), 0o644
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = "root"
-                    tar.addfile(info, io.BytesIO(data))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, output)
+        atomic_write_bytes(output, packed.getvalue())
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"--output {output}: cannot write the bundle ({e.strerror or e})") from None
     return verdict
 
